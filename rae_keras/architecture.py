@@ -1,0 +1,194 @@
+"""The layer stack of an N-stage convolutional autoencoder and every model over it.
+
+Layers are created once, in `Autoencoder.__init__`. Every model this module hands out
+(stage k, depth k, full, encoder, decoder, training objectives) is a functional model
+over those same layer objects, so training a stage model trains the full autoencoder
+and nothing is ever copied.
+
+Normalization (`ModelConfig.normalization`):
+  none          h_k = e_k(h_(k-1)).
+  batch         a BatchNormalization after every layer but d_1 (whose sigmoid is the
+                image); each belongs to the stage of the layer it follows.
+  shared_batch  one BatchNormalization per h_k, used after e_k and again after d_(k+1)
+                (the decoder layer that reconstructs h_k). It belongs to stage k, the
+                stage that creates h_k: it trains there and is frozen (inference mode,
+                fixed statistics) in stage k+1, where it normalizes d_(k+1)'s output
+                exactly as it normalizes the target h_k.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+
+from rae_keras.config import ModelConfig
+
+Pair = Tuple[keras.KerasTensor, keras.KerasTensor]
+
+
+class Autoencoder:
+    """Owns the layers e_1..e_N, d_1..d_N (and norms) and builds models over them."""
+
+    def __init__(self, config: ModelConfig, image_shape: Sequence[int]):
+        config.validate(image_shape[0])
+        self.config = config
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_stages = config.num_stages
+        n = self.num_stages
+
+        self.encoders: List[keras.layers.Layer] = []
+        self.decoders: List[keras.layers.Layer] = []
+        for k in range(1, n + 1):
+            self.encoders.append(keras.layers.Conv2D(
+                config.filters[k - 1], config.encoder_kernel(k), strides=2,
+                padding="same", activation=config.activation,
+                kernel_initializer=config.kernel_initializer, name=f"e{k}"))
+            self.decoders.append(keras.layers.Conv2DTranspose(
+                self.channels_at(k - 1), config.decoder_kernel(k), strides=2,
+                padding="same", activation="sigmoid" if k == 1 else config.activation,
+                kernel_initializer=config.kernel_initializer, name=f"d{k}"))
+
+        # encoder_norms[k-1] follows e_k; decoder_norms[k-1] follows d_k (None for d_1).
+        self.encoder_norms: List[Optional[keras.layers.Layer]] = [None] * n
+        self.decoder_norms: List[Optional[keras.layers.Layer]] = [None] * n
+        if config.normalization == "batch":
+            for k in range(1, n + 1):
+                self.encoder_norms[k - 1] = keras.layers.BatchNormalization(name=f"e{k}_bn")
+                if k > 1:
+                    self.decoder_norms[k - 1] = keras.layers.BatchNormalization(name=f"d{k}_bn")
+        elif config.normalization == "shared_batch":
+            for k in range(1, n + 1):
+                self.encoder_norms[k - 1] = keras.layers.BatchNormalization(name=f"h{k}_bn")
+            for k in range(2, n + 1):
+                self.decoder_norms[k - 1] = self.encoder_norms[k - 2]
+
+        self._models: Dict[str, keras.Model] = {}
+
+    # ----------------------------------------------------------------- shapes
+    def channels_at(self, depth: int) -> int:
+        """Channels of h_depth (h_0 is the image)."""
+        return self.image_shape[-1] if depth == 0 else self.config.filters[depth - 1]
+
+    def shape_at(self, depth: int) -> Tuple[int, int, int]:
+        size = self.image_shape[0] // (2 ** depth)
+        return (size, size, self.channels_at(depth))
+
+    @property
+    def code_shape(self) -> Tuple[int, int, int]:
+        return self.shape_at(self.num_stages)
+
+    # ----------------------------------------------------------------- layers
+    @property
+    def layers(self) -> List[keras.layers.Layer]:
+        """Every layer once, in stage order."""
+        seen: List[keras.layers.Layer] = []
+        for k in range(1, self.num_stages + 1):
+            for layer in self.stage_layers(k):
+                if all(layer is not s for s in seen):
+                    seen.append(layer)
+        return seen
+
+    def stage_layers(self, stage: int) -> List[keras.layers.Layer]:
+        """The layers stage `stage` trains: e_k, d_k and the norms that belong to it."""
+        k = stage
+        owned = [self.encoders[k - 1], self.encoder_norms[k - 1], self.decoders[k - 1]]
+        if self.config.normalization == "batch":
+            owned.append(self.decoder_norms[k - 1])
+        return [layer for layer in owned if layer is not None]
+
+    def set_trainable(self, layers: Optional[Sequence[keras.layers.Layer]]) -> None:
+        """Make exactly `layers` trainable (None: all). Recompile afterwards."""
+        for layer in self.layers:
+            layer.trainable = layers is None or any(layer is t for t in layers)
+
+    # ----------------------------------------------------------------- blocks
+    def encode(self, h, from_depth: int, to_depth: int):
+        """h_from -> h_to through e_(from+1) .. e_to."""
+        for k in range(from_depth + 1, to_depth + 1):
+            h = self.encoders[k - 1](h)
+            if self.encoder_norms[k - 1] is not None:
+                h = self.encoder_norms[k - 1](h)
+        return h
+
+    def decode(self, h, from_depth: int, to_depth: int = 0):
+        """Reconstruction of h_to from h_from through d_from .. d_(to+1)."""
+        for k in range(from_depth, to_depth, -1):
+            h = self.decoders[k - 1](h)
+            if self.decoder_norms[k - 1] is not None:
+                h = self.decoder_norms[k - 1](h)
+        return h
+
+    # ----------------------------------------------------------------- models
+    def _cached(self, key: str, build) -> keras.Model:
+        if key not in self._models:
+            self._models[key] = build()
+        return self._models[key]
+
+    def _image_input(self) -> keras.KerasTensor:
+        return keras.Input(shape=self.image_shape, name="images")
+
+    def depth_model(self, depth: int) -> keras.Model:
+        """x -> e_1..e_k -> d_k..d_1: the image as reconstructed from h_k."""
+        self._check_stage(depth)
+
+        def build():
+            x = self._image_input()
+            y = self.decode(self.encode(x, 0, depth), depth, 0)
+            return keras.Model(x, y, name=f"depth_{depth}")
+
+        return self._cached(f"depth_{depth}", build)
+
+    def full_model(self) -> keras.Model:
+        return self.depth_model(self.num_stages)
+
+    def encoder(self) -> keras.Model:
+        def build():
+            x = self._image_input()
+            return keras.Model(x, self.encode(x, 0, self.num_stages), name="encoder")
+
+        return self._cached("encoder", build)
+
+    def decoder(self) -> keras.Model:
+        def build():
+            code = keras.Input(shape=self.code_shape, name="code")
+            return keras.Model(code, self.decode(code, self.num_stages, 0), name="decoder")
+
+        return self._cached("decoder", build)
+
+    def stage_model(self, stage: int) -> keras.Model:
+        """h_0 -> e_1..e_k -> d_k: stage k's reconstruction of h_(k-1)."""
+        self._check_stage(stage)
+
+        def build():
+            x = self._image_input()
+            h = self.encode(x, 0, stage)
+            return keras.Model(x, self.decode(h, stage, stage - 1), name=f"stage_{stage}")
+
+        return self._cached(f"stage_{stage}", build)
+
+    def stage_objective(self, stage: int) -> keras.Model:
+        """Image -> [(stage k's reconstruction of h_(k-1), h_(k-1))]."""
+        self._check_stage(stage)
+
+        def build():
+            x = self._image_input()
+            target = self.encode(x, 0, stage - 1)
+            prediction = self.decode(self.encode(target, stage - 1, stage), stage, stage - 1)
+            return keras.Model(x, [(prediction, target)], name=f"stage_{stage}_objective")
+
+        return self._cached(f"stage_{stage}_objective", build)
+
+    def full_objective(self) -> keras.Model:
+        """Image -> [(x_hat, x)]: the end-to-end reconstruction loss."""
+
+        def build():
+            x = self._image_input()
+            x_hat = self.decode(self.encode(x, 0, self.num_stages), self.num_stages, 0)
+            return keras.Model(x, [(x_hat, x)], name="full_objective")
+
+        return self._cached("full_objective", build)
+
+    def _check_stage(self, stage: int) -> None:
+        if not 1 <= stage <= self.num_stages:
+            raise ValueError(f"stage/depth must be in 1..{self.num_stages}, got {stage}")

@@ -1,0 +1,158 @@
+"""A run's configuration: built once from flags by the driver, then passed down.
+
+Library code receives these plain frozen dataclasses (or their fields) and never
+reads absl flags, so every module can be used and tested without a command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Tuple
+
+SCHEMES = ("stacked", "recursive")
+DATASETS = ("lfw_subset", "folder", "lfw")
+NORMALIZATIONS = ("none", "batch", "shared_batch")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "lfw_subset"
+    data_dir: Optional[str] = None  # image folder, or the folder holding lfw.tgz
+    tfds_data_dir: Optional[str] = None  # where TFDS keeps prepared data sets
+    crop: int = 0  # central square crop in source pixels; 0 = largest square
+    image_size: int = 32
+    channels: int = 1
+    max_images: int = 0  # at most this many training images; 0 = all
+    test_fraction: float = 0.1  # fraction of *identities* held out
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+        if self.dataset == "folder" and not self.data_dir:
+            raise ConfigError("--dataset=folder needs --data_dir=PATH (an image folder)")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        if self.image_size < 2:
+            raise ConfigError(f"image_size must be at least 2, got {self.image_size}")
+        if self.crop < 0:
+            raise ConfigError(f"crop must be >= 0, got {self.crop}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    filters: Tuple[int, ...] = (8, 16)
+    kernel_sizes: Tuple[int, ...] = (3,)  # per stage; one value applies to all
+    decoder_kernel_sizes: Tuple[int, ...] = ()  # empty = same as kernel_sizes
+    activation: str = "selu"
+    normalization: str = "none"
+    kernel_initializer: str = "lecun_normal"  # what SELU networks are designed for
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.filters)
+
+    def encoder_kernel(self, stage: int) -> int:
+        return _per_stage(self.kernel_sizes, stage, "kernel_sizes", self.num_stages)
+
+    def decoder_kernel(self, stage: int) -> int:
+        sizes = self.decoder_kernel_sizes or self.kernel_sizes
+        return _per_stage(sizes, stage, "decoder_kernel_sizes", self.num_stages)
+
+    def validate(self, image_size: Optional[int] = None) -> None:
+        if not self.filters or any(f < 1 for f in self.filters):
+            raise ConfigError(f"filters must be positive integers, got {list(self.filters)}")
+        for name in ("kernel_sizes", "decoder_kernel_sizes"):
+            sizes = getattr(self, name)
+            if name == "kernel_sizes" and not sizes:
+                raise ConfigError("kernel_sizes must not be empty")
+            if len(sizes) not in (0, 1, self.num_stages):
+                raise ConfigError(
+                    f"{name} has {len(sizes)} values; give 1 or one per stage "
+                    f"({self.num_stages})")
+            if any(k < 1 for k in sizes):
+                raise ConfigError(f"{name} must be positive, got {list(sizes)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}")
+        if image_size is not None and image_size % (2 ** self.num_stages):
+            raise ConfigError(
+                f"image_size {image_size} is not divisible by 2**{self.num_stages} "
+                f"(one stride-2 layer per stage); the decoder could not mirror the encoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    scheme: str = "recursive"
+    epochs: int = 1  # per stage for recursive schemes
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    summary_images: int = 8  # faces shown in TensorBoard grids
+
+    def validate(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"unknown scheme {self.scheme!r}; expected one of {SCHEMES}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    model_dir: str = "runs/run"
+    export_dir: str = ""  # empty: do not export
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def validate(self) -> "RunConfig":
+        self.data.validate()
+        self.model.validate(self.data.image_size)
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def training_fingerprint(self) -> dict:
+        """The settings a resumed run must share with the one it continues."""
+        d = self.to_dict()
+        for key in ("name", "model_dir", "export_dir"):
+            d.pop(key)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        def build(klass, values: dict[str, Any]):
+            kwargs = {}
+            for field in dataclasses.fields(klass):
+                if field.name in values:
+                    value = values[field.name]
+                    kwargs[field.name] = tuple(value) if isinstance(value, list) else value
+            return klass(**kwargs)
+
+        return cls(
+            name=d.get("name", "run"),
+            model_dir=d.get("model_dir", ""),
+            export_dir=d.get("export_dir", ""),
+            data=build(DataConfig, d.get("data", {})),
+            model=build(ModelConfig, d.get("model", {})),
+            train=build(TrainConfig, d.get("train", {})),
+        )
+
+
+def _per_stage(sizes: Tuple[int, ...], stage: int, name: str, num_stages: int) -> int:
+    if len(sizes) == 1:
+        return sizes[0]
+    if len(sizes) != num_stages:
+        raise ConfigError(f"{name} has {len(sizes)} values for {num_stages} stages")
+    return sizes[stage - 1]
