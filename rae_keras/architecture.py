@@ -24,9 +24,6 @@ import keras
 
 from rae_keras.config import ModelConfig
 
-Pair = Tuple[keras.KerasTensor, keras.KerasTensor]
-
-
 class Autoencoder:
     """Owns the layers e_1..e_N, d_1..d_N (and norms) and builds models over them."""
 
@@ -168,24 +165,24 @@ class Autoencoder:
         return self._cached(f"stage_{stage}", build)
 
     def stage_objective(self, stage: int) -> keras.Model:
-        """Image -> [(stage k's reconstruction of h_(k-1), h_(k-1))]."""
+        """Image -> [stage k's reconstruction of h_(k-1), h_(k-1)]."""
         self._check_stage(stage)
 
         def build():
             x = self._image_input()
             target = self.encode(x, 0, stage - 1)
             prediction = self.decode(self.encode(target, stage - 1, stage), stage, stage - 1)
-            return keras.Model(x, [(prediction, target)], name=f"stage_{stage}_objective")
+            return keras.Model(x, [prediction, target], name=f"stage_{stage}_objective")
 
         return self._cached(f"stage_{stage}_objective", build)
 
     def full_objective(self) -> keras.Model:
-        """Image -> [(x_hat, x)]: the end-to-end reconstruction loss."""
+        """Image -> [x_hat, x]: the end-to-end reconstruction loss."""
 
         def build():
             x = self._image_input()
             x_hat = self.decode(self.encode(x, 0, self.num_stages), self.num_stages, 0)
-            return keras.Model(x, [(x_hat, x)], name="full_objective")
+            return keras.Model(x, [x_hat, x], name="full_objective")
 
         return self._cached("full_objective", build)
 

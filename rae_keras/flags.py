@@ -1,0 +1,117 @@
+"""Every command-line flag, and flags -> RunConfig. The only module that reads FLAGS.
+
+`configs/*.cfg` are absl flagfiles over these flags; later flags on the command line
+override earlier ones (`--flagfile=configs/quickstart.cfg --epochs=5`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, List, Sequence
+
+from absl import app, flags
+
+from rae_keras import config as config_lib
+
+FLAGS = flags.FLAGS
+
+# What to train.
+flags.DEFINE_string("name", "run", "Run name; default model_dir runs/NAME, export exported/NAME.")
+flags.DEFINE_enum("scheme", "recursive", config_lib.SCHEMES, "Training scheme (DESIGN.md 1).")
+flags.DEFINE_integer("epochs", 1, "Epochs; per stage for recursive schemes.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (a new optimizer per stage).")
+flags.DEFINE_integer("seed", 0, "Seed for initialization, shuffling and the identity split.")
+flags.DEFINE_integer("summary_images", 8, "Faces shown in the TensorBoard image grids.")
+
+# The network.
+flags.DEFINE_list("filters", ["8", "16"], "Filters of e_1..e_N (one stage each).")
+flags.DEFINE_list("kernel_sizes", ["3"], "Encoder kernel sizes: one, or one per stage.")
+flags.DEFINE_list("decoder_kernel_sizes", [],
+                  "Decoder kernel sizes: one, or one per stage; empty = the encoder's.")
+flags.DEFINE_string("activation", "selu", "Activation of every layer but d_1 (sigmoid).")
+flags.DEFINE_enum("normalization", "none", config_lib.NORMALIZATIONS,
+                  "none | batch (after every layer) | shared_batch (one per h_k).")
+flags.DEFINE_string("kernel_initializer", "lecun_normal", "Keras initializer of every layer.")
+
+# The data.
+flags.DEFINE_enum("dataset", "lfw_subset", config_lib.DATASETS,
+                  "lfw_subset (bundled, no download) | folder (--data_dir) | lfw (TFDS).")
+flags.DEFINE_string("data_dir", None,
+                    "folder: the image folder; lfw: the folder holding a local lfw.tgz.")
+flags.DEFINE_string("tfds_data_dir", None, "Where TFDS keeps prepared data sets.")
+flags.DEFINE_integer("crop", 0, "Central square crop in source pixels (0: largest square).")
+flags.DEFINE_integer("image_size", 32, "Images are resized to image_size x image_size.")
+flags.DEFINE_enum("channels", "1", ["1", "3"], "1 = grayscale, 3 = RGB.")
+flags.DEFINE_integer("max_images", 0, "Use at most this many training images (0: all).")
+flags.DEFINE_float("test_fraction", 0.1, "Fraction of identities held out for testing.")
+
+# Where things go.
+flags.DEFINE_string("model_dir", None, "Run directory (default runs/NAME).")
+flags.DEFINE_string("export_dir", None,
+                    "Export base (default exported/NAME); an empty value skips the export.")
+flags.DEFINE_bool("overwrite", False,
+                  "train: delete a model_dir that holds another configuration instead of "
+                  "refusing; export: replace an existing --version.")
+flags.DEFINE_integer("version", None, "export: version to write (default: the next integer).")
+flags.DEFINE_bool("tflite", True, "Also write TFLite models next to the SavedModel.")
+
+
+def _ints(name: str, values: Sequence[str]) -> tuple:
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise config_lib.ConfigError(
+            f"--{name} takes comma-separated integers, got {','.join(values)!r}")
+
+
+def run_config_from_flags() -> config_lib.RunConfig:
+    """The driver's one translation of flags into the config passed everywhere."""
+    name = FLAGS.name
+    model_dir = FLAGS.model_dir or f"runs/{name}"
+    export_dir = f"exported/{name}" if FLAGS.export_dir is None else FLAGS.export_dir
+    return config_lib.RunConfig(
+        name=name,
+        model_dir=model_dir,
+        export_dir=export_dir,
+        data=config_lib.DataConfig(
+            dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir,
+            crop=FLAGS.crop, image_size=FLAGS.image_size, channels=int(FLAGS.channels),
+            max_images=FLAGS.max_images, test_fraction=FLAGS.test_fraction, seed=FLAGS.seed),
+        model=config_lib.ModelConfig(
+            filters=_ints("filters", FLAGS.filters),
+            kernel_sizes=_ints("kernel_sizes", FLAGS.kernel_sizes),
+            decoder_kernel_sizes=_ints("decoder_kernel_sizes", FLAGS.decoder_kernel_sizes),
+            activation=FLAGS.activation, normalization=FLAGS.normalization,
+            kernel_initializer=FLAGS.kernel_initializer),
+        train=config_lib.TrainConfig(
+            scheme=FLAGS.scheme, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+            learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
+            summary_images=FLAGS.summary_images),
+    ).validate()
+
+
+def _parse_flags_or_exit(argv: List[str]) -> List[str]:
+    """absl parsing with a one-line error (no usage dump) for a bad flag value."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_main(main: Callable[[List[str]], None], expected_errors: tuple) -> None:
+    """absl.app.run, turning `expected_errors` into `error: MESSAGE` and exit code 1."""
+
+    def guarded(argv):
+        if len(argv) > 1:
+            print(f"error: unexpected arguments {argv[1:]}; flags look like --name=value",
+                  file=sys.stderr)
+            sys.exit(2)
+        try:
+            main(argv)
+        except expected_errors as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(guarded, flags_parser=_parse_flags_or_exit)

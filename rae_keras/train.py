@@ -1,0 +1,38 @@
+"""python -m rae_keras.train --flagfile=configs/NAME.cfg [--flag=value ...]
+
+Trains (or resumes) a run in --model_dir, then exports the final model to --export_dir.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+
+from rae_keras import config as config_lib
+from rae_keras import data as data_lib
+from rae_keras import flags as flags_lib
+from rae_keras import runs, serving, training
+
+
+def main(argv) -> None:
+    del argv
+    logging.set_verbosity(logging.INFO)
+    config = flags_lib.run_config_from_flags()
+    run = runs.RunDirectory(config.model_dir)
+    run.prepare(config, overwrite=flags_lib.FLAGS.overwrite)
+    splits = data_lib.load_splits(config.data)
+    print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
+          f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir {run.path}")
+    autoencoder, state = training.train(config, splits, run)
+    if config.export_dir and not state.exported:
+        version_dir = serving.export_model(autoencoder, config, config.export_dir,
+                                           tflite=flags_lib.FLAGS.tflite)
+        run.mark_exported(state, version_dir)
+        print(f"exported {version_dir}")
+    elif state.exported:
+        print(f"already exported to {state.exported}")
+
+
+ERRORS = (config_lib.ConfigError, data_lib.DataError, runs.RunDirError, serving.ExportError)
+
+if __name__ == "__main__":
+    flags_lib.run_main(main, ERRORS)
