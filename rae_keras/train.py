@@ -17,9 +17,9 @@ def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
     config = flags_lib.run_config_from_flags()
+    splits = data_lib.load_splits(config.data)
     run = runs.RunDirectory(config.model_dir)
     run.prepare(config, overwrite=flags_lib.FLAGS.overwrite)
-    splits = data_lib.load_splits(config.data)
     print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
           f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir {run.path}")
     autoencoder, state = training.train(config, splits, run)
