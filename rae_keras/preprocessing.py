@@ -14,12 +14,12 @@ def decode_image(image_bytes: tf.Tensor, channels: int) -> tf.Tensor:
     """JPEG/PNG/BMP/GIF bytes -> float32 [H, W, channels] in [0, 1].
 
     Grayscale sources are replicated to RGB and RGB sources converted to gray as
-    `channels` asks. Raises tf.errors.InvalidArgumentError on corrupt bytes.
+    `channels` asks. Decodes to RGB first because BMP and GIF decoders refuse
+    channels=1. Raises tf.errors.InvalidArgumentError on corrupt bytes.
     """
-    image = tf.io.decode_image(image_bytes, channels=channels, expand_animations=False)
-    image = tf.image.convert_image_dtype(image, tf.float32)
-    image.set_shape([None, None, channels])
-    return image
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return to_channels(tf.image.convert_image_dtype(image, tf.float32), channels)
 
 
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
