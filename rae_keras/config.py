@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, Optional, Tuple
 
 SCHEMES = ("stacked", "recursive")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DATASETS = ("lfw_subset", "folder", "lfw")
 NORMALIZATIONS = ("none", "batch", "shared_batch")
 
@@ -95,14 +96,32 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     summary_images: int = 8  # faces shown in TensorBoard grids
+    mixed_precision: bool = False  # mixed_bfloat16 on CPU, mixed_float16 on GPU
+    cache_frozen_prefix: bool = False  # recursive: compute h_(k-1) once per stage
+    steps_per_execution: int = 1  # train steps per tf.function call
 
     def validate(self) -> None:
+        if self.steps_per_execution < 1:
+            raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme {self.scheme!r}; expected one of {SCHEMES}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+    """How to place training; not part of what a run *is* (a run may resume elsewhere)."""
+    strategy: str = "auto"
+    cpu_devices: int = 0  # >1: split the CPU into this many logical devices
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        if self.cpu_devices < 0:
+            raise ConfigError(f"cpu_devices must be >= 0, got {self.cpu_devices}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +132,10 @@ class RunConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    distribute: DistributeConfig = DistributeConfig()
 
     def validate(self) -> "RunConfig":
+        self.distribute.validate()
         self.data.validate()
         self.model.validate(self.data.image_size)
         self.train.validate()
@@ -126,8 +147,10 @@ class RunConfig:
     def training_fingerprint(self) -> dict:
         """The settings a resumed run must share with the one it continues."""
         d = self.to_dict()
-        for key in ("name", "model_dir", "export_dir"):
+        for key in ("name", "model_dir", "export_dir", "distribute"):
             d.pop(key)
+        for key in ("steps_per_execution", "cache_frozen_prefix"):  # speed knobs only
+            d["train"].pop(key)
         return d
 
     @classmethod
@@ -147,6 +170,7 @@ class RunConfig:
             data=build(DataConfig, d.get("data", {})),
             model=build(ModelConfig, d.get("model", {})),
             train=build(TrainConfig, d.get("train", {})),
+            distribute=build(DistributeConfig, d.get("distribute", {})),
         )
 
 

@@ -19,10 +19,27 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("name", "run", "Run name; default model_dir runs/NAME, export exported/NAME.")
 flags.DEFINE_enum("scheme", "recursive", config_lib.SCHEMES, "Training scheme (DESIGN.md 1).")
 flags.DEFINE_integer("epochs", 1, "Epochs; per stage for recursive schemes.")
-flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+flags.DEFINE_integer("batch_size", 32,
+                     "Batch size per replica; the global batch is this times the replicas.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (a new optimizer per stage).")
 flags.DEFINE_integer("seed", 0, "Seed for initialization, shuffling and the identity split.")
 flags.DEFINE_integer("summary_images", 8, "Faces shown in the TensorBoard image grids.")
+
+flags.DEFINE_bool("mixed_precision", False,
+                  "mixed_bfloat16 on CPU, mixed_float16 (with loss scaling) on GPU; the output "
+                  "sigmoid and the losses stay float32.")
+flags.DEFINE_bool("cache_frozen_prefix", False,
+                  "Recursive stages: compute the frozen encoders' output h_(k-1) once per "
+                  "stage instead of every step (exact: frozen layers run in inference mode).")
+flags.DEFINE_integer("steps_per_execution", 1, "Training steps per tf.function call.")
+
+# Where to train.
+flags.DEFINE_enum("strategy", "auto", config_lib.STRATEGIES,
+                  "tf.distribute strategy: auto (mirrored over several GPUs or --cpu_devices, "
+                  "else one device) | one_device | mirrored | multi_worker (reads TF_CONFIG).")
+flags.DEFINE_integer("cpu_devices", 0,
+                     "Split the CPU into N logical devices (runs the distributed path "
+                     "without GPUs).")
 
 # The network.
 flags.DEFINE_list("filters", ["8", "16"], "Filters of e_1..e_N (one stage each).")
@@ -57,12 +74,28 @@ flags.DEFINE_integer("version", None, "export: version to write (default: the ne
 flags.DEFINE_bool("tflite", True, "Also write TFLite models next to the SavedModel.")
 
 
+# evaluate.
+flags.DEFINE_list("models", [],
+                  "evaluate: export bases (exported/NAME, latest version) or version dirs.")
+flags.DEFINE_string("output_dir", None, "evaluate: where metrics.json, report.md and figures go.")
+flags.DEFINE_enum("split", "test", ["test", "all"],
+                  "evaluate: the test identities of the data set (split as training split "
+                  "it) or every image.")
+
+
 def _ints(name: str, values: Sequence[str]) -> tuple:
     try:
         return tuple(int(v) for v in values)
     except ValueError:
         raise config_lib.ConfigError(
             f"--{name} takes comma-separated integers, got {','.join(values)!r}")
+
+
+def data_config_from_flags() -> config_lib.DataConfig:
+    return config_lib.DataConfig(
+        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir,
+        crop=FLAGS.crop, image_size=FLAGS.image_size, channels=int(FLAGS.channels),
+        max_images=FLAGS.max_images, test_fraction=FLAGS.test_fraction, seed=FLAGS.seed)
 
 
 def run_config_from_flags() -> config_lib.RunConfig:
@@ -74,10 +107,7 @@ def run_config_from_flags() -> config_lib.RunConfig:
         name=name,
         model_dir=model_dir,
         export_dir=export_dir,
-        data=config_lib.DataConfig(
-            dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir,
-            crop=FLAGS.crop, image_size=FLAGS.image_size, channels=int(FLAGS.channels),
-            max_images=FLAGS.max_images, test_fraction=FLAGS.test_fraction, seed=FLAGS.seed),
+        data=data_config_from_flags(),
         model=config_lib.ModelConfig(
             filters=_ints("filters", FLAGS.filters),
             kernel_sizes=_ints("kernel_sizes", FLAGS.kernel_sizes),
@@ -87,7 +117,11 @@ def run_config_from_flags() -> config_lib.RunConfig:
         train=config_lib.TrainConfig(
             scheme=FLAGS.scheme, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
-            summary_images=FLAGS.summary_images),
+            summary_images=FLAGS.summary_images, mixed_precision=FLAGS.mixed_precision,
+            cache_frozen_prefix=FLAGS.cache_frozen_prefix,
+            steps_per_execution=FLAGS.steps_per_execution),
+        distribute=config_lib.DistributeConfig(strategy=FLAGS.strategy,
+                                               cpu_devices=FLAGS.cpu_devices),
     ).validate()
 
 
