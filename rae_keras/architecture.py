@@ -27,12 +27,16 @@ from rae_keras.config import ModelConfig
 class Autoencoder:
     """Owns the layers e_1..e_N, d_1..d_N (and norms) and builds models over them."""
 
-    def __init__(self, config: ModelConfig, image_shape: Sequence[int]):
+    def __init__(self, config: ModelConfig, image_shape: Sequence[int],
+                 dtype_policy: Optional[str] = None):
+        """`dtype_policy` (e.g. "mixed_bfloat16") applies to every layer but the final
+        sigmoid, which stays float32 so reconstructions are float32 in [0, 1]."""
         config.validate(image_shape[0])
         self.config = config
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_stages = config.num_stages
         n = self.num_stages
+        dtype = dtype_policy
 
         self.encoders: List[keras.layers.Layer] = []
         self.decoders: List[keras.layers.Layer] = []
@@ -40,23 +44,30 @@ class Autoencoder:
             self.encoders.append(keras.layers.Conv2D(
                 config.filters[k - 1], config.encoder_kernel(k), strides=2,
                 padding="same", activation=config.activation,
-                kernel_initializer=config.kernel_initializer, name=f"e{k}"))
+                kernel_initializer=config.kernel_initializer, dtype=dtype, name=f"e{k}"))
             self.decoders.append(keras.layers.Conv2DTranspose(
                 self.channels_at(k - 1), config.decoder_kernel(k), strides=2,
-                padding="same", activation="sigmoid" if k == 1 else config.activation,
-                kernel_initializer=config.kernel_initializer, name=f"d{k}"))
+                padding="same", activation=None if k == 1 else config.activation,
+                kernel_initializer=config.kernel_initializer, dtype=dtype, name=f"d{k}"))
+        # d_1's activation, a separate float32 layer (no weights) so that the image
+        # comes out float32 under a mixed precision policy.
+        self.output_activation = keras.layers.Activation("sigmoid", dtype="float32",
+                                                         name="d1_sigmoid")
 
         # encoder_norms[k-1] follows e_k; decoder_norms[k-1] follows d_k (None for d_1).
         self.encoder_norms: List[Optional[keras.layers.Layer]] = [None] * n
         self.decoder_norms: List[Optional[keras.layers.Layer]] = [None] * n
         if config.normalization == "batch":
             for k in range(1, n + 1):
-                self.encoder_norms[k - 1] = keras.layers.BatchNormalization(name=f"e{k}_bn")
+                self.encoder_norms[k - 1] = keras.layers.BatchNormalization(
+                    dtype=dtype, name=f"e{k}_bn")
                 if k > 1:
-                    self.decoder_norms[k - 1] = keras.layers.BatchNormalization(name=f"d{k}_bn")
+                    self.decoder_norms[k - 1] = keras.layers.BatchNormalization(
+                        dtype=dtype, name=f"d{k}_bn")
         elif config.normalization == "shared_batch":
             for k in range(1, n + 1):
-                self.encoder_norms[k - 1] = keras.layers.BatchNormalization(name=f"h{k}_bn")
+                self.encoder_norms[k - 1] = keras.layers.BatchNormalization(
+                    dtype=dtype, name=f"h{k}_bn")
             for k in range(2, n + 1):
                 self.decoder_norms[k - 1] = self.encoder_norms[k - 2]
 
@@ -112,6 +123,8 @@ class Autoencoder:
         """Reconstruction of h_to from h_from through d_from .. d_(to+1)."""
         for k in range(from_depth, to_depth, -1):
             h = self.decoders[k - 1](h)
+            if k == 1:
+                h = self.output_activation(h)
             if self.decoder_norms[k - 1] is not None:
                 h = self.decoder_norms[k - 1](h)
         return h
@@ -139,12 +152,17 @@ class Autoencoder:
     def full_model(self) -> keras.Model:
         return self.depth_model(self.num_stages)
 
-    def encoder(self) -> keras.Model:
+    def encoder(self, depth: Optional[int] = None) -> keras.Model:
+        """Image -> h_depth (default: the code h_N)."""
+        depth = self.num_stages if depth is None else depth
+        self._check_stage(depth)
+
         def build():
             x = self._image_input()
-            return keras.Model(x, self.encode(x, 0, self.num_stages), name="encoder")
+            name = "encoder" if depth == self.num_stages else f"encoder_{depth}"
+            return keras.Model(x, self.encode(x, 0, depth), name=name)
 
-        return self._cached("encoder", build)
+        return self._cached(f"encoder_{depth}", build)
 
     def decoder(self) -> keras.Model:
         def build():
@@ -175,6 +193,19 @@ class Autoencoder:
             return keras.Model(x, [prediction, target], name=f"stage_{stage}_objective")
 
         return self._cached(f"stage_{stage}_objective", build)
+
+    def stage_objective_on_activation(self, stage: int) -> keras.Model:
+        """h_(k-1) -> [stage k's reconstruction of h_(k-1), h_(k-1)]: stage k's objective
+        for inputs already passed through the frozen e_1..e_(k-1) (a cached prefix)."""
+        self._check_stage(stage)
+
+        def build():
+            target = keras.Input(shape=self.shape_at(stage - 1), name=f"h{stage - 1}")
+            prediction = self.decode(self.encode(target, stage - 1, stage), stage, stage - 1)
+            return keras.Model(target, [prediction, target],
+                               name=f"stage_{stage}_objective_on_h{stage - 1}")
+
+        return self._cached(f"stage_{stage}_objective_on_activation", build)
 
     def full_objective(self) -> keras.Model:
         """Image -> [x_hat, x]: the end-to-end reconstruction loss."""

@@ -90,7 +90,7 @@ def load_splits(config: DataConfig) -> DataSplits:
 
 
 def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
     """Float32 image batches (no labels: an autoencoder's target is its input).
 
     Shuffling uses a buffer as large as the data (a true permutation) and a
@@ -99,7 +99,27 @@ def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool,
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(images, np.float32)).cache()
     if shuffle:
         ds = ds.shuffle(max(len(images), 1), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_batches(images: np.ndarray, batch_size: int, *, seed: int, first_epoch: int,
+                  epochs: int, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches for epochs first_epoch..epochs-1, each epoch's order a function of
+    (seed, epoch) alone: a run resumed at epoch e sees exactly the batches an
+    uninterrupted run would have seen from epoch e on."""
+    images = tf.convert_to_tensor(images)
+    count = int(images.shape[0])
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder)
+
+    return (tf.data.Dataset.range(first_epoch, epochs)
+            .flat_map(one_epoch)
+            .map(lambda indices: tf.gather(images, indices), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
 
 
 def split_identities(identities: Sequence[str], test_fraction: float, seed: int) -> set:

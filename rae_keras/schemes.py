@@ -28,6 +28,7 @@ class Phase:
     trainable: Optional[Sequence[keras.layers.Layer]] = None
     level_weights: Optional[Sequence[float]] = None
     show_depths: bool = False  # TensorBoard: a grid of reconstructions at depths 1..depth
+    input_depth: int = 0  # the objective consumes h_input_depth (0: images)
 
     def build_trainer(self) -> keras.Model:
         return ReconstructionTrainer(self.objective, self.level_weights, name=f"{self.name}_trainer")
@@ -40,12 +41,17 @@ def stacked(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
 
 
 def recursive(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
-    """The paper: stage k fits d_k(e_k(h_(k-1))) to h_(k-1), with e_1..e_(k-1) frozen."""
-    return [
-        Phase(f"stage_{k}", config.epochs, k, autoencoder.stage_objective(k),
-              trainable=autoencoder.stage_layers(k), show_depths=True)
-        for k in range(1, autoencoder.num_stages + 1)
-    ]
+    """The paper: stage k fits d_k(e_k(h_(k-1))) to h_(k-1), with e_1..e_(k-1) frozen.
+    With `cache_frozen_prefix`, stage k trains on h_(k-1) computed once."""
+    phases = []
+    for k in range(1, autoencoder.num_stages + 1):
+        cached = config.cache_frozen_prefix and k > 1
+        objective = (autoencoder.stage_objective_on_activation(k) if cached
+                     else autoencoder.stage_objective(k))
+        phases.append(Phase(f"stage_{k}", config.epochs, k, objective,
+                            trainable=autoencoder.stage_layers(k), show_depths=True,
+                            input_depth=k - 1 if cached else 0))
+    return phases
 
 
 SCHEMES: Dict[str, Callable[[Autoencoder, TrainConfig], List[Phase]]] = {

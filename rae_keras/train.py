@@ -9,6 +9,7 @@ from absl import logging
 
 from rae_keras import config as config_lib
 from rae_keras import data as data_lib
+from rae_keras import distribute
 from rae_keras import flags as flags_lib
 from rae_keras import runs, serving, training
 
@@ -17,12 +18,18 @@ def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
     config = flags_lib.run_config_from_flags()
+    strategy = distribute.make_strategy(config.distribute)  # before any other TF work
     splits = data_lib.load_splits(config.data)
-    run = runs.RunDirectory(config.model_dir)
+    chief = distribute.is_chief(strategy)
+    run = runs.RunDirectory(config.model_dir if chief
+                            else distribute.scratch_dir(config.model_dir, strategy))
     run.prepare(config, overwrite=flags_lib.FLAGS.overwrite)
     print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
-          f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir {run.path}")
-    autoencoder, state = training.train(config, splits, run)
+          f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir {run.path}; "
+          f"{distribute.describe(strategy)}")
+    autoencoder, state = training.train(config, splits, run, strategy=strategy)
+    if not chief:
+        return  # the chief exports
     if config.export_dir and not state.exported:
         version_dir = serving.export_model(autoencoder, config, config.export_dir,
                                            tflite=flags_lib.FLAGS.tflite)

@@ -18,8 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from rae_keras import data as data_lib
+from rae_keras import distribute
 from rae_keras.architecture import Autoencoder
 from rae_keras.config import RunConfig
+from rae_keras.loops import DistributedLoop
 from rae_keras.runs import RunDirectory, TrainingState, image_shape_of
 from rae_keras.schemes import Phase, phases_for
 from rae_keras.summaries import PhaseSummaries
@@ -49,28 +51,52 @@ def describe_phase(autoencoder: Autoencoder, phase: Phase) -> str:
             if any(layer is l for l in phase.objective.layers)]
     training = [l.name for l in used if l.trainable]
     frozen = [l.name for l in used if not l.trainable]
+    if phase.input_depth:
+        prefix = autoencoder.encoder(phase.input_depth)
+        frozen = [l.name for l in autoencoder.layers if any(l is p for p in prefix.layers)]
+        frozen[-1] += f" (h{phase.input_depth} cached)"
     return (f"{phase.name}: {phase.epochs} epoch(s); training {', '.join(training) or '-'}; "
             f"frozen {', '.join(frozen) or '-'}")
 
 
 def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          custom_loop: Optional[bool] = None,
           log: Callable[[str], None] = print, verbose: Optional[int] = None
           ) -> tuple[Autoencoder, TrainingState]:
-    """Trains (or resumes) the run; returns the trained autoencoder and final state."""
+    """Trains (or resumes) the run; returns the trained autoencoder and final state.
+
+    Every variable (layers, optimizers) is created under `strategy.scope()`;
+    `config.train.batch_size` is per replica. MultiWorkerMirroredStrategy trains with
+    the custom loop (Keras `fit` fails there), every other strategy with `fit`, unless
+    `custom_loop` says otherwise.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.train.batch_size * replicas
+    policy = distribute.mixed_precision_policy(config.train.mixed_precision)
     keras.utils.set_random_seed(config.train.seed)
-    autoencoder = Autoencoder(config.model, image_shape_of(config))
-    state = run.restore(autoencoder)
-    phases = phases_for(autoencoder, config.train)
+    with strategy.scope():
+        autoencoder = Autoencoder(config.model, image_shape_of(config), dtype_policy=policy)
+        autoencoder.full_model()  # creates every layer's variables inside the scope
+        state = run.restore(autoencoder)
+        phases = phases_for(autoencoder, config.train)
     if state.finished:
         log(f"{run.path}: training already finished ({state.epochs_done} epochs); not retraining")
         return autoencoder, state
+    if len(splits.train.images) < global_batch:
+        raise data_lib.DataError(
+            f"{len(splits.train.images)} training images are fewer than one global batch "
+            f"({config.train.batch_size} x {replicas} replicas)")
     if state.epochs_done:
         log(f"resuming {run.path} at phase {phases[state.phase].name}, epoch {state.epoch}")
 
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    val_ds = (data_lib.make_dataset(splits.test.images, config.train.batch_size, shuffle=False)
-              if len(splits.test.images) else None)
+    # Several replicas get equal whole batches: a partial batch could leave one empty.
+    drop_remainder = replicas > 1
+    steps_per_epoch = (len(splits.train.images) // global_batch if drop_remainder
+                       else math.ceil(len(splits.train.images) / global_batch))
     summary_images = _summary_images(splits, config.train.summary_images)
     writer = tf.summary.create_file_writer(run.logs_dir)
 
@@ -78,18 +104,25 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
         if index < state.phase:
             continue
         initial_epoch = state.epoch if index == state.phase else 0
-        autoencoder.set_trainable(phase.trainable)
+        with strategy.scope():
+            autoencoder.set_trainable(phase.trainable)
         log(describe_phase(autoencoder, phase))
         if initial_epoch >= phase.epochs:
             continue
-        trainer = phase.build_trainer()
-        trainer.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate))
-        if initial_epoch and not run.restore_optimizer(trainer.optimizer,
-                                                       trainer.trainable_variables):
-            log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
-        train_ds = epoch_batches(splits.train.images, config.train.batch_size,
-                                 seed=config.train.seed * 1000 + index,
-                                 first_epoch=initial_epoch, epochs=phase.epochs)
+        with strategy.scope():
+            trainer = phase.build_trainer()
+            trainer.compile(optimizer=distribute.make_optimizer(config.train.learning_rate, policy),
+                            steps_per_execution=config.train.steps_per_execution)
+            if initial_epoch and not run.restore_optimizer(trainer.optimizer,
+                                                           trainer.trainable_variables):
+                log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
+        train_inputs, test_inputs = _phase_inputs(autoencoder, phase, splits)
+        train_ds = data_lib.epoch_batches(
+            train_inputs, global_batch, seed=config.train.seed * 1000 + index,
+            first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=drop_remainder)
+        val_ds = (data_lib.make_dataset(test_inputs, global_batch, shuffle=False,
+                                        drop_remainder=drop_remainder)
+                  if len(test_inputs) >= (global_batch if drop_remainder else 1) else None)
         depth_models = ([autoencoder.depth_model(k) for k in range(1, phase.depth + 1)]
                         if phase.show_depths else [])
         callbacks = [
@@ -98,13 +131,18 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
                            autoencoder.depth_model(phase.depth), depth_models,
                            global_epoch_offset=state.epochs_done - initial_epoch),
         ]
-        trainer.fit(train_ds, validation_data=val_ds, epochs=phase.epochs,
-                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-                    steps_per_epoch=math.ceil(len(splits.train.images) / config.train.batch_size),
-                    shuffle=False)
+        fit_args = dict(epochs=phase.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                        callbacks=callbacks, verbose=verbose)
+        if custom_loop or (custom_loop is None and distribute.is_multi_worker(strategy)):
+            DistributedLoop(trainer, strategy, config.train.steps_per_execution).fit(
+                train_ds, **fit_args)
+        else:
+            trainer.fit(train_ds, shuffle=False, **fit_args)
         state.phase, state.epoch = index + 1, 0
 
-    autoencoder.set_trainable(None)
+    with strategy.scope():
+        autoencoder.set_trainable(None)
     state.finished = True
     run.save_checkpoint(autoencoder, state)
     writer.close()
@@ -113,23 +151,20 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
     return autoencoder, state
 
 
-def epoch_batches(images: np.ndarray, batch_size: int, *, seed: int, first_epoch: int,
-                  epochs: int) -> tf.data.Dataset:
-    """Batches for epochs first_epoch..epochs-1, each epoch's order a function of
-    (seed, epoch) alone: a run resumed at epoch e sees exactly the batches an
-    uninterrupted run would have seen from epoch e on."""
-    images = tf.convert_to_tensor(images)
-    count = int(images.shape[0])
+def _phase_inputs(autoencoder: Autoencoder, phase: Phase, splits: data_lib.DataSplits):
+    """What the phase's objective consumes: images, or h_(k-1) computed once by the
+    frozen prefix (identical to what it computes every step: frozen layers, BN
+    included, run in inference mode)."""
+    if not phase.input_depth:
+        return splits.train.images, splits.test.images
+    prefix = autoencoder.encoder(phase.input_depth)
 
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    def encode(images):
+        if not len(images):
+            return np.zeros((0,) + autoencoder.shape_at(phase.input_depth), np.float32)
+        return np.asarray(prefix.predict(images, batch_size=256, verbose=0), np.float32)
 
-    return (tf.data.Dataset.range(first_epoch, epochs)
-            .flat_map(one_epoch)
-            .map(lambda indices: tf.gather(images, indices), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return encode(splits.train.images), encode(splits.test.images)
 
 
 def _summary_images(splits: data_lib.DataSplits, count: int) -> np.ndarray:

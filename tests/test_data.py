@@ -323,3 +323,14 @@ def test_make_dataset_shuffles_each_epoch_reproducibly():
     assert first != second
     again = data.make_dataset(_numbered_images(), batch_size=3, shuffle=True, seed=7)
     assert _epoch(again) == first
+
+
+def test_epoch_batches_depend_only_on_seed_and_epoch():
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    whole = [b.numpy().ravel().tolist()
+             for b in data.epoch_batches(images, 4, seed=3, first_epoch=0, epochs=3)]
+    tail = [b.numpy().ravel().tolist()
+            for b in data.epoch_batches(images, 4, seed=3, first_epoch=1, epochs=3)]
+    assert len(whole) == 9 and whole[3:] == tail
+    assert sorted(sum(whole[:3], [])) == list(range(10))
+    assert whole[:3] != whole[3:6]

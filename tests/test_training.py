@@ -208,14 +208,3 @@ def test_tensorboard_has_losses_per_stage_and_image_grids(tmp_path):
             tags.update(value.tag for value in event.summary.value)
     assert {"loss/stage_1", "loss/stage_2", "val_loss/stage_2",
             "reconstruction/stage_1", "depths/stage_2"} <= tags
-
-
-def test_epoch_batches_depend_only_on_seed_and_epoch():
-    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
-    whole = [b.numpy().ravel().tolist()
-             for b in training.epoch_batches(images, 4, seed=3, first_epoch=0, epochs=3)]
-    tail = [b.numpy().ravel().tolist()
-            for b in training.epoch_batches(images, 4, seed=3, first_epoch=1, epochs=3)]
-    assert len(whole) == 9 and whole[3:] == tail
-    assert sorted(sum(whole[:3], [])) == list(range(10))
-    assert whole[:3] != whole[3:6]
