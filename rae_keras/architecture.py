@@ -207,6 +207,25 @@ class Autoencoder:
 
         return self._cached(f"stage_{stage}_objective_on_activation", build)
 
+    def joint_objective(self) -> keras.Model:
+        """Image -> [r_0, h_0, r_1, h_1, ..., r_(N-1), h_(N-1)] (level 0 = the image):
+        r_(k-1) = d_k(r_k) is the decoder path from the code (r_N = h_N), h_(k-1) the
+        encoder activation it mirrors."""
+
+        def build():
+            x = self._image_input()
+            activations = [x]
+            for k in range(1, self.num_stages + 1):
+                activations.append(self.encode(activations[-1], k - 1, k))
+            pairs, r = {}, activations[-1]
+            for k in range(self.num_stages, 0, -1):
+                r = self.decode(r, k, k - 1)
+                pairs[k - 1] = [r, activations[k - 1]]
+            outputs = [t for level in range(self.num_stages) for t in pairs[level]]
+            return keras.Model(x, outputs, name="joint_objective")
+
+        return self._cached("joint_objective", build)
+
     def full_objective(self) -> keras.Model:
         """Image -> [x_hat, x]: the end-to-end reconstruction loss."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Tuple
 
-SCHEMES = ("stacked", "recursive")
+SCHEMES = ("stacked", "recursive", "recursive_interleaved", "recursive_finetune", "joint")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DATASETS = ("lfw_subset", "folder", "lfw")
 NORMALIZATIONS = ("none", "batch", "shared_batch")
@@ -92,6 +92,8 @@ class ModelConfig:
 class TrainConfig:
     scheme: str = "recursive"
     epochs: int = 1  # per stage for recursive schemes
+    finetune_epochs: int = 3  # recursive_finetune: end-to-end epochs after the stages
+    level_weights: Tuple[float, ...] = ()  # joint: weight of levels 0..N-1 (empty: all 1)
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
@@ -105,6 +107,8 @@ class TrainConfig:
             raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme {self.scheme!r}; expected one of {SCHEMES}")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -139,6 +143,9 @@ class RunConfig:
         self.data.validate()
         self.model.validate(self.data.image_size)
         self.train.validate()
+        if self.train.level_weights and len(self.train.level_weights) != self.model.num_stages:
+            raise ConfigError(f"level_weights has {len(self.train.level_weights)} values for "
+                              f"{self.model.num_stages} levels (one per stage)")
         return self
 
     def to_dict(self) -> dict:

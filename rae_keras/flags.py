@@ -19,6 +19,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("name", "run", "Run name; default model_dir runs/NAME, export exported/NAME.")
 flags.DEFINE_enum("scheme", "recursive", config_lib.SCHEMES, "Training scheme (DESIGN.md 1).")
 flags.DEFINE_integer("epochs", 1, "Epochs; per stage for recursive schemes.")
+flags.DEFINE_integer("finetune_epochs", 3,
+                     "recursive_finetune: end-to-end epochs after the recursive stages.")
+flags.DEFINE_list("level_weights", [],
+                  "joint: loss weight of each level 0..N-1 (level 0 = the image); "
+                  "empty = all 1.")
 flags.DEFINE_integer("batch_size", 32,
                      "Batch size per replica; the global batch is this times the replicas.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (a new optimizer per stage).")
@@ -91,6 +96,14 @@ def _ints(name: str, values: Sequence[str]) -> tuple:
             f"--{name} takes comma-separated integers, got {','.join(values)!r}")
 
 
+def _floats(name: str, values: Sequence[str]) -> tuple:
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise config_lib.ConfigError(
+            f"--{name} takes comma-separated numbers, got {','.join(values)!r}")
+
+
 def data_config_from_flags() -> config_lib.DataConfig:
     return config_lib.DataConfig(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir,
@@ -115,7 +128,9 @@ def run_config_from_flags() -> config_lib.RunConfig:
             activation=FLAGS.activation, normalization=FLAGS.normalization,
             kernel_initializer=FLAGS.kernel_initializer),
         train=config_lib.TrainConfig(
-            scheme=FLAGS.scheme, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+            scheme=FLAGS.scheme, epochs=FLAGS.epochs, finetune_epochs=FLAGS.finetune_epochs,
+            level_weights=_floats("level_weights", FLAGS.level_weights),
+            batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
             summary_images=FLAGS.summary_images, mixed_precision=FLAGS.mixed_precision,
             cache_frozen_prefix=FLAGS.cache_frozen_prefix,

@@ -2,7 +2,7 @@
 
 Keras 3 `fit` fails under MultiWorkerMirroredStrategy ("Invalid reduction dimension
 0 for input with 0 dimensions", tensorflow#72388). This loop runs the trainer's own
-loss (`ReconstructionTrainer.compute_loss`, averaged over the global batch) with
+step (`replica_train_step`: its loss averaged over the global batch) with
 `strategy.run`; the Keras optimizer all-reduces the gradients across replicas. It
 drives the same Keras callbacks (checkpoints, summaries, progress bar) as `fit`.
 """
@@ -23,30 +23,22 @@ class DistributedLoop:
         self.steps_per_execution = max(1, steps_per_execution)
         with strategy.scope():
             # Optimizer slots must exist before the step functions are traced.
-            trainer.optimizer.build(trainer.trainable_variables)
+            trainer.optimizer_variables()
         self._train_steps = tf.function(self._train_steps_fn)
         self._eval_step = tf.function(self._eval_step_fn)
 
     # ---------------------------------------------------------------- steps
-    def _replica_train_step(self, images):
-        trainer, optimizer = self.trainer, self.trainer.optimizer
-        variables = trainer.trainable_variables
-        with tf.GradientTape() as tape:
-            loss = trainer.compute_loss(y_pred=trainer(images, training=True))
-            scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16
-        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        return loss
-
     def _train_steps_fn(self, iterator, steps):
         total = tf.constant(0.0)
         for _ in tf.range(steps):
-            per_replica = self.strategy.run(self._replica_train_step, args=(next(iterator),))
+            per_replica = self.strategy.run(self.trainer.replica_train_step,
+                                            args=(next(iterator),))
             # Each replica's loss is already divided by the global batch: sum = mean.
             total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return total / tf.cast(steps, tf.float32)
 
     def _replica_eval_step(self, images):
-        per_example = self.trainer.per_example_loss(self.trainer(images, training=False))
+        per_example = self.trainer.per_example_loss_for(images, training=False)
         return tf.reduce_sum(per_example), tf.cast(tf.shape(per_example)[0], tf.float32)
 
     def _eval_step_fn(self, images):

@@ -14,14 +14,40 @@ multiply the gradient by the number of replicas.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 
+def pair_losses(outputs, level_weights: Sequence[float]) -> tf.Tensor:
+    """[batch] float32: sum over levels of w_i * MSE(prediction_i, target_i) for outputs
+    flattened as [p_1, t_1, p_2, t_2, ...]. Targets get no gradient."""
+    outputs = list(outputs)
+    if len(outputs) != 2 * len(level_weights):
+        raise ValueError(f"{len(level_weights)} level weights for {len(outputs) // 2} "
+                         "(prediction, target) pairs")
+    total = 0.0
+    for weight, prediction, target in zip(level_weights, outputs[0::2], outputs[1::2]):
+        target = tf.stop_gradient(tf.cast(target, tf.float32))
+        squared = tf.square(tf.cast(prediction, tf.float32) - target)
+        total += weight * tf.reduce_mean(squared, axis=tf.range(1, tf.rank(squared)))
+    return total
+
+
+def _apply(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
+           variables: List[keras.Variable]) -> None:
+    scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16
+    optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+
+
 class ReconstructionTrainer(keras.Model):
-    """Fits `objective`; `model.fit(images)` needs no labels."""
+    """Fits `objective`; `model.fit(images)` needs no labels.
+
+    The protocol every trainer follows (the training loop, checkpoints and the custom
+    distributed loop rely on it): `per_example_loss_for(images, training)`,
+    `replica_train_step(images)` and `optimizer_variables()`.
+    """
 
     def __init__(self, objective: keras.Model, level_weights: Optional[Sequence[float]] = None,
                  **kwargs):
@@ -29,23 +55,101 @@ class ReconstructionTrainer(keras.Model):
         self.objective = objective
         num_pairs = len(objective.outputs) // 2
         self.level_weights = tuple(level_weights) if level_weights else (1.0,) * num_pairs
-        if len(self.level_weights) != num_pairs:
-            raise ValueError(
-                f"{len(self.level_weights)} level weights for {num_pairs} (prediction, target) pairs")
 
     def call(self, images, training=False):
         return self.objective(images, training=training)
 
-    def per_example_loss(self, outputs) -> tf.Tensor:
-        """[batch] float32: sum over levels of w_i * MSE(prediction_i, target_i)."""
-        outputs = list(outputs)
-        total = 0.0
-        for weight, prediction, target in zip(self.level_weights, outputs[0::2], outputs[1::2]):
-            target = tf.stop_gradient(tf.cast(target, tf.float32))
-            squared = tf.square(tf.cast(prediction, tf.float32) - target)
-            total += weight * tf.reduce_mean(squared, axis=tf.range(1, tf.rank(squared)))
-        return total
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del x, y, sample_weight, training  # the targets are part of y_pred
-        return tf.nn.compute_average_loss(self.per_example_loss(y_pred))
+        return tf.nn.compute_average_loss(pair_losses(y_pred, self.level_weights))
+
+    # ------------------------------------------------------------- protocol
+    def per_example_loss_for(self, images, training: bool = False) -> tf.Tensor:
+        return pair_losses(self(images, training=training), self.level_weights)
+
+    def replica_train_step(self, images) -> tf.Tensor:
+        """One optimizer step on one replica's batch; its share of the global mean loss."""
+        with tf.GradientTape() as tape:
+            loss = tf.nn.compute_average_loss(self.per_example_loss_for(images, training=True))
+        _apply(self.optimizer, loss, tape, self.trainable_variables)
+        return loss
+
+    def optimizer_variables(self) -> List[keras.Variable]:
+        """Builds the optimizer if needed; its state variables in a fixed order."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        return list(self.optimizer.variables)
+
+
+class InterleavedTrainer(keras.Model):
+    """The original research code's schedule: every batch, one step of each stage k in
+    turn (k = 1..N), each with its own optimizer and updating only its own layers.
+
+    Stage k sees h_(k-1) from e_1..e_(k-1) run in inference mode (they are frozen *for
+    that step*: frozen BatchNormalization uses its moving statistics), then trains
+    e_k, d_k on MSE(d_k(e_k(h_(k-1))), h_(k-1)). The reported loss is the sum of the
+    stage losses.
+    """
+
+    def __init__(self, prefixes: Sequence[Optional[keras.Model]],
+                 objectives: Sequence[keras.Model],
+                 stage_variables: Sequence[List[keras.Variable]],
+                 make_optimizer: Callable[[], keras.optimizers.Optimizer], **kwargs):
+        super().__init__(name=kwargs.pop("name", "interleaved_trainer"), **kwargs)
+        self.prefixes = list(prefixes)  # None for stage 1: its input is the image
+        self.objectives = list(objectives)
+        self.stage_variables = [list(v) for v in stage_variables]
+        self.stage_optimizers = [make_optimizer() for _ in self.objectives]
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def call(self, images, training=False):
+        return [objective(images if prefix is None else prefix(images, training=False),
+                          training=training)
+                for prefix, objective in zip(self.prefixes, self.objectives)]
+
+    def _stage_input(self, k: int, images):
+        prefix = self.prefixes[k]
+        return images if prefix is None else prefix(images, training=False)
+
+    # ------------------------------------------------------------- protocol
+    def per_example_loss_for(self, images, training: bool = False) -> tf.Tensor:
+        return tf.add_n([pair_losses(objective(self._stage_input(k, images), training=training),
+                                     (1.0,))
+                         for k, objective in enumerate(self.objectives)])
+
+    def replica_train_step(self, images) -> tf.Tensor:
+        total = 0.0
+        for k, (objective, variables, optimizer) in enumerate(
+                zip(self.objectives, self.stage_variables, self.stage_optimizers)):
+            inputs = tf.stop_gradient(self._stage_input(k, images))  # after stage k-1's step
+            with tf.GradientTape() as tape:
+                loss = tf.nn.compute_average_loss(
+                    pair_losses(objective(inputs, training=True), (1.0,)))
+            _apply(optimizer, loss, tape, variables)
+            total += loss
+        return total
+
+    def optimizer_variables(self) -> List[keras.Variable]:
+        out = []
+        for optimizer, variables in zip(self.stage_optimizers, self.stage_variables):
+            if not optimizer.built:
+                optimizer.build(variables)
+            out += list(optimizer.variables)
+        return out
+
+    # ------------------------------------------------------------- Keras fit
+    def train_step(self, data):
+        loss = self.replica_train_step(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(data)[0])
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        self.loss_tracker.update_state(
+            tf.reduce_mean(self.per_example_loss_for(data, training=False)),
+            sample_weight=tf.shape(data)[0])
+        return {"loss": self.loss_tracker.result()}

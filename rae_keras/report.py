@@ -96,7 +96,8 @@ def format_value(metric: str, mean: float, std: Optional[float] = None) -> str:
             return "nan"
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
-        return format(v, fmt)
+        text = format(v, fmt)
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
 
     return one(mean) if std is None else f"{one(mean)} ± {one(std)}"
 

@@ -109,15 +109,15 @@ class RunDirectory:
         return found[-1][1] if found else None
 
     def save_checkpoint(self, autoencoder: Autoencoder, state: TrainingState,
-                        optimizer: Optional[keras.optimizers.Optimizer] = None) -> str:
+                        optimizer_variables: Optional[List[keras.Variable]] = None) -> str:
         number = (self.checkpoints()[-1][0] + 1) if self.checkpoints() else 1
         path = os.path.join(self.checkpoints_dir, f"ckpt-{number:06d}")
         with fileio.atomic_directory(path) as tmp:
             autoencoder.full_model().save_weights(os.path.join(tmp, "model.weights.h5"))
-            if optimizer is not None:
+            if optimizer_variables is not None:
                 np.savez(os.path.join(tmp, "optimizer.npz"),
                          **{f"{i:04d}": np.asarray(v.numpy())
-                            for i, v in enumerate(optimizer.variables)})
+                            for i, v in enumerate(optimizer_variables)})
             fileio.atomic_write_json(os.path.join(tmp, "state.json"), dataclasses.asdict(state))
         for _, old in self.checkpoints()[:-self.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -132,21 +132,20 @@ class RunDirectory:
         autoencoder.full_model().load_weights(os.path.join(path, "model.weights.h5"))
         return TrainingState(**fileio.read_json(os.path.join(path, "state.json")))
 
-    def restore_optimizer(self, optimizer: keras.optimizers.Optimizer,
-                          variables: List[keras.Variable]) -> bool:
-        """Builds `optimizer` for `variables` and loads the newest checkpoint's slots."""
+    def restore_optimizer(self, optimizer_variables: List[keras.Variable]) -> bool:
+        """Loads the newest checkpoint's optimizer state into `optimizer_variables`
+        (a trainer's `optimizer_variables()`, already built)."""
         path = self.latest_checkpoint()
         saved_path = path and os.path.join(path, "optimizer.npz")
         if not saved_path or not os.path.exists(saved_path):
             return False
-        optimizer.build(variables)
         with np.load(saved_path) as saved:
             values = [saved[key] for key in sorted(saved.files)]
-        if len(values) != len(optimizer.variables):
+        if len(values) != len(optimizer_variables):
             raise RunDirError(
-                f"checkpoint {path} holds {len(values)} optimizer variables, the optimizer "
-                f"has {len(optimizer.variables)}; was the run made by another version?")
-        for variable, value in zip(optimizer.variables, values):
+                f"checkpoint {path} holds {len(values)} optimizer variables, the trainer "
+                f"has {len(optimizer_variables)}; was the run made by another version?")
+        for variable, value in zip(optimizer_variables, values):
             variable.assign(value)
         return True
 

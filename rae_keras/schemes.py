@@ -2,8 +2,8 @@
 
 A phase is one `fit`: which layers train, what objective they minimise, for how many
 epochs. A scheme is a function from the autoencoder and the training config to its
-phases. The training loop, checkpoints and resume only see phases, so a new scheme
-(interleaved, fine-tune, joint) is one function in `SCHEMES`.
+phases. The training loop, checkpoints and resume only see phases, so every scheme
+gets resume, summaries, distribution and export for free.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import keras
 
 from rae_keras.architecture import Autoencoder
 from rae_keras.config import TrainConfig
-from rae_keras.objectives import ReconstructionTrainer
+from rae_keras.objectives import InterleavedTrainer, ReconstructionTrainer
+
+OptimizerFactory = Callable[[], keras.optimizers.Optimizer]
 
 
 @dataclasses.dataclass
@@ -29,15 +31,27 @@ class Phase:
     level_weights: Optional[Sequence[float]] = None
     show_depths: bool = False  # TensorBoard: a grid of reconstructions at depths 1..depth
     input_depth: int = 0  # the objective consumes h_input_depth (0: images)
+    # A trainer other than ReconstructionTrainer(objective), e.g. the interleaved one.
+    make_trainer: Optional[Callable[[OptimizerFactory], keras.Model]] = None
+    note: str = ""  # how the phase trains, when `trainable` does not say it all
 
-    def build_trainer(self) -> keras.Model:
-        return ReconstructionTrainer(self.objective, self.level_weights, name=f"{self.name}_trainer")
+    def build_trainer(self, make_optimizer: OptimizerFactory,
+                      steps_per_execution: int = 1) -> keras.Model:
+        """A compiled trainer with fresh optimizer state (call after set_trainable)."""
+        if self.make_trainer is not None:
+            trainer = self.make_trainer(make_optimizer)
+            trainer.compile(optimizer=trainer.stage_optimizers[0],
+                            steps_per_execution=steps_per_execution)
+            return trainer
+        trainer = ReconstructionTrainer(self.objective, self.level_weights,
+                                        name=f"{self.name}_trainer")
+        trainer.compile(optimizer=make_optimizer(), steps_per_execution=steps_per_execution)
+        return trainer
 
 
 def stacked(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
     """The baseline: the whole autoencoder end to end, every layer trainable."""
-    return [Phase("end_to_end", config.epochs, autoencoder.num_stages,
-                  autoencoder.full_objective())]
+    return [_end_to_end("end_to_end", autoencoder, config.epochs)]
 
 
 def recursive(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
@@ -54,9 +68,50 @@ def recursive(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
     return phases
 
 
+def recursive_finetune(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+    """`recursive`, then `finetune_epochs` of end-to-end training of the assembled model."""
+    phases = recursive(autoencoder, config)
+    if config.finetune_epochs:
+        phases.append(_end_to_end("finetune", autoencoder, config.finetune_epochs))
+    return phases
+
+
+def recursive_interleaved(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+    """The original code's schedule: every batch, one step per stage in turn."""
+    n = autoencoder.num_stages
+
+    def make_trainer(make_optimizer: OptimizerFactory) -> keras.Model:
+        return InterleavedTrainer(
+            prefixes=[None] + [autoencoder.encoder(k - 1) for k in range(2, n + 1)],
+            objectives=[autoencoder.stage_objective_on_activation(k) for k in range(1, n + 1)],
+            stage_variables=[[v for layer in autoencoder.stage_layers(k)
+                              for v in layer.trainable_weights] for k in range(1, n + 1)],
+            make_optimizer=make_optimizer)
+
+    return [Phase("interleaved", config.epochs, n, autoencoder.full_objective(),
+                  show_depths=True, make_trainer=make_trainer,
+                  note="every batch, stage k = 1..N in turn updates only e_k, d_k "
+                       "(own optimizer; e_1..e_(k-1) frozen for that step)")]
+
+
+def joint(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+    """One model, a loss at every level: the decoder path from the code against the
+    encoder activation it mirrors (targets without gradient)."""
+    return [Phase("joint", config.epochs, autoencoder.num_stages,
+                  autoencoder.joint_objective(), level_weights=config.level_weights or None,
+                  show_depths=True)]
+
+
+def _end_to_end(name: str, autoencoder: Autoencoder, epochs: int) -> Phase:
+    return Phase(name, epochs, autoencoder.num_stages, autoencoder.full_objective())
+
+
 SCHEMES: Dict[str, Callable[[Autoencoder, TrainConfig], List[Phase]]] = {
     "stacked": stacked,
     "recursive": recursive,
+    "recursive_interleaved": recursive_interleaved,
+    "recursive_finetune": recursive_finetune,
+    "joint": joint,
 }
 
 

@@ -43,7 +43,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.state.record_epoch(self.phase_index, self.phase.name, logs or {},
                                 time.perf_counter() - self._started)
-        self.run.save_checkpoint(self.autoencoder, self.state, self.model.optimizer)
+        self.run.save_checkpoint(self.autoencoder, self.state, self.model.optimizer_variables())
 
 
 def describe_phase(autoencoder: Autoencoder, phase: Phase) -> str:
@@ -55,6 +55,8 @@ def describe_phase(autoencoder: Autoencoder, phase: Phase) -> str:
         prefix = autoencoder.encoder(phase.input_depth)
         frozen = [l.name for l in autoencoder.layers if any(l is p for p in prefix.layers)]
         frozen[-1] += f" (h{phase.input_depth} cached)"
+    if phase.note:
+        return f"{phase.name}: {phase.epochs} epoch(s); {phase.note}"
     return (f"{phase.name}: {phase.epochs} epoch(s); training {', '.join(training) or '-'}; "
             f"frozen {', '.join(frozen) or '-'}")
 
@@ -110,11 +112,11 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
         if initial_epoch >= phase.epochs:
             continue
         with strategy.scope():
-            trainer = phase.build_trainer()
-            trainer.compile(optimizer=distribute.make_optimizer(config.train.learning_rate, policy),
-                            steps_per_execution=config.train.steps_per_execution)
-            if initial_epoch and not run.restore_optimizer(trainer.optimizer,
-                                                           trainer.trainable_variables):
+            trainer = phase.build_trainer(
+                lambda: distribute.make_optimizer(config.train.learning_rate, policy),
+                config.train.steps_per_execution)
+            optimizer_variables = trainer.optimizer_variables()
+            if initial_epoch and not run.restore_optimizer(optimizer_variables):
                 log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
         train_inputs, test_inputs = _phase_inputs(autoencoder, phase, splits)
         train_ds = data_lib.epoch_batches(

@@ -79,6 +79,7 @@ def _error_lines(stderr):
     (["--dataset=folder", "--data_dir=/no/such/dir"], "/no/such/dir"),
     (["--dataset=folder"], "--data_dir"),
     (["--image_size=20"], "image_size"),
+    (["--scheme=joint", "--level_weights=1,2"], "level_weights"),
 ])
 def test_bad_input_is_one_error_line_without_traceback(tmp_path, args, named):
     result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path}/run",

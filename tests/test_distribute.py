@@ -52,7 +52,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     def max_diff(a, b):
         return max(float(np.max(np.abs(x - y))) for n in a for x, y in zip(a[n], b[n]))
 
-    for scheme in ("stacked", "recursive"):
+    for scheme in ("stacked", "recursive", "recursive_interleaved"):
         _, _, one = run(f"{scheme}_one", scheme, single, 16)
         config, run_dir, two = run(f"{scheme}_two", scheme, mirrored, 8)
         _, _, loop = run(f"{scheme}_loop", scheme, mirrored, 8, custom_loop=True)
@@ -74,7 +74,7 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
     found = json.loads(lines[0][len("RESULT "):])
-    for scheme in ("stacked", "recursive"):
+    for scheme in ("stacked", "recursive", "recursive_interleaved"):
         assert found[scheme]["fit"] <= 1e-5, found
         assert found[scheme]["custom_loop"] <= 1e-5, found
     assert found["frozen_identical"] and found["stage_2_changed"]

@@ -71,7 +71,8 @@ def test_cli_end_to_end(exports, tmp_path):
                      "depths_stk.png", "power_spectrum.png", "logs"):
         assert expected in names
     report_md = (out / "report.md").read_text()
-    table = [line for line in report_md.splitlines() if line.startswith("| rec |")
+    metrics_table = report_md.split("## Models")[0]
+    table = [line for line in metrics_table.splitlines() if line.startswith("| rec |")
              or line.startswith("| stk |")]
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in table}
     assert rows == {(m, d) for m in ("rec", "stk") for d in ("full", "1", "2")}
@@ -105,10 +106,10 @@ def test_outputs(evaluated):
     for name, file in on_disk["figures"].items():
         image = Image.open(os.path.join(out, file))
         assert image.format == "PNG" and image.width > 200 and image.height > 100
-    # A row of originals + a row per group; originals + one row per depth.
-    grid = Image.open(os.path.join(out, "reconstructions.png"))
-    depths = Image.open(os.path.join(out, "depths_rec.png"))
-    assert depths.height > grid.height * 1.2
+    # Originals + a row per group (2); originals + a row per depth (2): 96-pixel cells.
+    for file in ("reconstructions.png", "depths_rec.png"):
+        image = Image.open(os.path.join(out, file))
+        assert 3 * 96 < image.height < 4 * 96 and image.width > 4 * 96
 
 
 def test_tensorboard_has_the_figures_and_report(evaluated):
@@ -268,6 +269,7 @@ def test_format_and_best_with_infinities_and_spread():
     assert report.format_value("psnr", math.inf) == "inf"
     assert report.format_value("psnr", 24.131, 0.049) == "24.13 ± 0.05"
     assert report.format_value("ssim", math.nan) == "nan"
+    assert report.format_value("detail_correlation", -0.0001) == "0.000"
     assert report.best_rows("psnr", [30.0, math.inf, math.nan]) == [1]
     assert report.best_rows("mse", [math.nan]) == []
     agg = report.aggregate_models([{"mse": 1.0}, {"mse": 3.0}])
