@@ -171,6 +171,16 @@ class Autoencoder:
 
         return self._cached("decoder", build)
 
+    def encoder_block(self, stage: int) -> keras.Model:
+        """h_(k-1) -> h_k: e_k and its norm alone."""
+        self._check_stage(stage)
+
+        def build():
+            h = keras.Input(shape=self.shape_at(stage - 1), name=f"h{stage - 1}")
+            return keras.Model(h, self.encode(h, stage - 1, stage), name=f"encoder_block_{stage}")
+
+        return self._cached(f"encoder_block_{stage}", build)
+
     def stage_model(self, stage: int) -> keras.Model:
         """h_0 -> e_1..e_k -> d_k: stage k's reconstruction of h_(k-1)."""
         self._check_stage(stage)

@@ -35,9 +35,11 @@ class PhaseSummaries(keras.callbacks.Callback):
         self.writer = writer
         self.phase = phase
         self.images = np.asarray(images, np.float32)
-        self.image_model = image_model
-        self.depth_models = list(depth_models)
         self.global_epoch_offset = global_epoch_offset
+        self.show_depths = bool(depth_models)
+        models = [image_model] + list(depth_models)
+        # One traced call renders every row (eager calls per model cost more than the math).
+        self._render = tf.function(lambda x: [m(x, training=False) for m in models])
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
         logs = logs or {}
@@ -48,13 +50,11 @@ class PhaseSummaries(keras.callbacks.Callback):
                 if key in logs:
                     tf.summary.scalar(f"{key}/{self.phase}", logs[key], step=step)
             if len(self.images):
-                reconstruction = self.image_model(self.images, training=False)
+                reconstruction, *depths = [r.numpy() for r in self._render(self.images)]
                 tf.summary.image(f"reconstruction/{self.phase}",
                                  image_grid([self.images, reconstruction])[None],
                                  step=global_step)
-                if self.depth_models:
-                    rows = [self.images] + [m(self.images, training=False)
-                                            for m in self.depth_models]
-                    tf.summary.image(f"depths/{self.phase}", image_grid(rows)[None],
-                                     step=global_step)
+                if self.show_depths:
+                    tf.summary.image(f"depths/{self.phase}",
+                                     image_grid([self.images] + depths)[None], step=global_step)
         self.writer.flush()

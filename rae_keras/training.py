@@ -101,6 +101,7 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
                        else math.ceil(len(splits.train.images) / global_batch))
     summary_images = _summary_images(splits, config.train.summary_images)
     writer = tf.summary.create_file_writer(run.logs_dir)
+    prefix_cache = _PrefixCache(autoencoder, splits)
 
     for index, phase in enumerate(phases):
         if index < state.phase:
@@ -118,7 +119,7 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
             optimizer_variables = trainer.optimizer_variables()
             if initial_epoch and not run.restore_optimizer(optimizer_variables):
                 log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
-        train_inputs, test_inputs = _phase_inputs(autoencoder, phase, splits)
+        train_inputs, test_inputs = prefix_cache.inputs_for(phase)
         train_ds = data_lib.epoch_batches(
             train_inputs, global_batch, seed=config.train.seed * 1000 + index,
             first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=drop_remainder)
@@ -153,20 +154,32 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
     return autoencoder, state
 
 
-def _phase_inputs(autoencoder: Autoencoder, phase: Phase, splits: data_lib.DataSplits):
-    """What the phase's objective consumes: images, or h_(k-1) computed once by the
-    frozen prefix (identical to what it computes every step: frozen layers, BN
+class _PrefixCache:
+    """h_d of the training and test images, for phases that consume a frozen prefix's
+    output. Moving from h_(d-1) to h_d runs e_d alone, so a recursive schedule encodes
+    every image once per stage, through one layer, instead of through the whole prefix.
+    The values equal what the prefix computes every step (frozen layers, BatchNorm
     included, run in inference mode)."""
-    if not phase.input_depth:
-        return splits.train.images, splits.test.images
-    prefix = autoencoder.encoder(phase.input_depth)
 
-    def encode(images):
+    def __init__(self, autoencoder: Autoencoder, splits: data_lib.DataSplits):
+        self.autoencoder = autoencoder
+        self.depth = 0
+        self.arrays = (splits.train.images, splits.test.images)
+
+    def inputs_for(self, phase: Phase):
+        if phase.input_depth < self.depth:  # never happens in the shipped schemes
+            raise ValueError(f"{phase.name} needs h{phase.input_depth}; the cache is at "
+                             f"h{self.depth}")
+        while self.depth < phase.input_depth:
+            self.depth += 1
+            block = self.autoencoder.encoder_block(self.depth)
+            self.arrays = tuple(self._apply(block, a) for a in self.arrays)
+        return self.arrays
+
+    def _apply(self, block: keras.Model, images: np.ndarray) -> np.ndarray:
         if not len(images):
-            return np.zeros((0,) + autoencoder.shape_at(phase.input_depth), np.float32)
-        return np.asarray(prefix.predict(images, batch_size=256, verbose=0), np.float32)
-
-    return encode(splits.train.images), encode(splits.test.images)
+            return np.zeros((0,) + self.autoencoder.shape_at(self.depth), np.float32)
+        return np.asarray(block.predict(images, batch_size=256, verbose=0), np.float32)
 
 
 def _summary_images(splits: data_lib.DataSplits, count: int) -> np.ndarray:
