@@ -88,20 +88,13 @@ flags.DEFINE_enum("split", "test", ["test", "all"],
                   "it) or every image.")
 
 
-def _ints(name: str, values: Sequence[str]) -> tuple:
+def _numbers(name: str, values: Sequence[str], kind: type) -> tuple:
     try:
-        return tuple(int(v) for v in values)
+        return tuple(kind(v) for v in values)
     except ValueError:
+        what = "integers" if kind is int else "numbers"
         raise config_lib.ConfigError(
-            f"--{name} takes comma-separated integers, got {','.join(values)!r}")
-
-
-def _floats(name: str, values: Sequence[str]) -> tuple:
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise config_lib.ConfigError(
-            f"--{name} takes comma-separated numbers, got {','.join(values)!r}")
+            f"--{name} takes comma-separated {what}, got {','.join(values)!r}")
 
 
 def data_config_from_flags() -> config_lib.DataConfig:
@@ -122,14 +115,14 @@ def run_config_from_flags() -> config_lib.RunConfig:
         export_dir=export_dir,
         data=data_config_from_flags(),
         model=config_lib.ModelConfig(
-            filters=_ints("filters", FLAGS.filters),
-            kernel_sizes=_ints("kernel_sizes", FLAGS.kernel_sizes),
-            decoder_kernel_sizes=_ints("decoder_kernel_sizes", FLAGS.decoder_kernel_sizes),
+            filters=_numbers("filters", FLAGS.filters, int),
+            kernel_sizes=_numbers("kernel_sizes", FLAGS.kernel_sizes, int),
+            decoder_kernel_sizes=_numbers("decoder_kernel_sizes", FLAGS.decoder_kernel_sizes, int),
             activation=FLAGS.activation, normalization=FLAGS.normalization,
             kernel_initializer=FLAGS.kernel_initializer),
         train=config_lib.TrainConfig(
             scheme=FLAGS.scheme, epochs=FLAGS.epochs, finetune_epochs=FLAGS.finetune_epochs,
-            level_weights=_floats("level_weights", FLAGS.level_weights),
+            level_weights=_numbers("level_weights", FLAGS.level_weights, float),
             batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
             summary_images=FLAGS.summary_images, mixed_precision=FLAGS.mixed_precision,
