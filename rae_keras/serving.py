@@ -167,7 +167,9 @@ def build_export_archive(autoencoder: Autoencoder, config: RunConfig
                          ) -> keras.export.ExportArchive:
     """An ExportArchive over the autoencoder's variables with every signature."""
     archive = keras.export.ExportArchive()
-    archive.track(autoencoder.full_model())  # the full model holds every layer
+    # No archive.track(model): the endpoints capture every variable they use, and
+    # tracking the Keras model as well stores each weight twice (once as the Keras
+    # variable, once as the tf.Variable under it), doubling the SavedModel on disk.
     for name, (fn, input_signature) in serving_functions(autoencoder, config).items():
         archive.add_endpoint(name=name, fn=fn, input_signature=input_signature)
     return archive

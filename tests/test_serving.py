@@ -177,6 +177,13 @@ def test_signatures_compose(export):
     np.testing.assert_allclose(deepest, full, atol=1e-6, rtol=0)
 
 
+def test_saved_model_stores_each_weight_once(export):
+    reader = tf.train.load_checkpoint(os.path.join(export.dir, "variables", "variables"))
+    stored = sum(int(np.prod(shape)) for shape in reader.get_variable_to_shape_map().values())
+    # Each weight once, plus at most a few scalar counters of the SavedModel's own.
+    assert 0 <= stored - export.ae.full_model().count_params() <= 4
+
+
 def test_dynamic_batch(export):
     fn = export.sig("serving_default")
     for batch in (1, 7):
