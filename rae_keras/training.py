@@ -163,13 +163,12 @@ class _PrefixCache:
 
     def __init__(self, autoencoder: Autoencoder, splits: data_lib.DataSplits):
         self.autoencoder = autoencoder
-        self.depth = 0
-        self.arrays = (splits.train.images, splits.test.images)
+        self.images = (splits.train.images, splits.test.images)
+        self.depth, self.arrays = 0, self.images
 
     def inputs_for(self, phase: Phase):
-        if phase.input_depth < self.depth:  # never happens in the shipped schemes
-            raise ValueError(f"{phase.name} needs h{phase.input_depth}; the cache is at "
-                             f"h{self.depth}")
+        if phase.input_depth < self.depth:  # e.g. fine-tuning after the stages: start over
+            self.depth, self.arrays = 0, self.images
         while self.depth < phase.input_depth:
             self.depth += 1
             block = self.autoencoder.encoder_block(self.depth)

@@ -149,7 +149,8 @@ def test_mixed_precision_stage_trains_and_reconstructs_float32(tmp_path):
 
 def test_frozen_prefix_cache_gives_the_same_weights(tmp_path):
     splits = _splits()
-    plain = _config(tmp_path / "plain", filters=(4, 8, 8))
+    plain = _config(tmp_path / "plain", scheme="recursive_finetune", filters=(4, 8, 8))
+    plain = replace(plain, train=replace(plain.train, finetune_epochs=1))
     cached = replace(plain, model_dir=str(tmp_path / "cached"),
                      train=replace(plain.train, cache_frozen_prefix=True))
     logs = []
