@@ -363,3 +363,85 @@ def save_png(path: str, image: np.ndarray) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(image).save(path, format="PNG")
     return path
+
+
+# --------------------------------------------------------------------------- report.md
+FULL = "full"
+
+
+def depth_keys(num_stages: int) -> List[str]:
+    """"full" (serving_default), then "depth_1" .. "depth_N"."""
+    return [FULL] + [f"depth_{k}" for k in range(1, num_stages + 1)]
+
+
+def _depth_label(key: str) -> str:
+    return key if key == FULL else key.split("_")[1]
+
+
+def table_rows(summary: Mapping) -> List[TableRow]:
+    """Report rows: every group at "full", then at depth 1, 2, ... (models side by side
+    at each depth, so the best of each column is marked among equals)."""
+    max_depth = max(g["num_stages"] for g in summary["groups"])
+    rows = []
+    for key in depth_keys(max_depth):
+        for g in summary["groups"]:
+            if key not in g["results"]:
+                continue
+            rows.append(TableRow(
+                model=g["label"], depth=_depth_label(key), exports=g["n"],
+                values={m: (v["mean"], v["std"]) for m, v in g["results"][key].items()}))
+    return rows
+
+
+def render_report(summary: Mapping) -> str:
+    groups, models = summary["groups"], summary["models"]
+    seeds = any(g["n"] > 1 for g in groups)
+    sets = sorted({m["evaluation_set"] for m in models})
+    data = models[0]["data"]
+    source = data["dataset"] + (f" ({data['data_dir']})" if data.get("data_dir") else "")
+    lines = [
+        "# Evaluation", "",
+        f"Exported SavedModels evaluated through their serving signatures on {source}, "
+        f"{data['image_size']}x{data['image_size']}x{data['channels']}"
+        + (f", central {data['crop']}-pixel crop" if data.get("crop") else "")
+        + f"; images: {'; '.join(sets)}.",
+        "",
+        "Each value is the mean over the evaluation images"
+        + ("; where n > 1 the row groups n exports (seeds) and shows the mean ± sample "
+           "standard deviation of their means." if seeds else ".")
+        + " Depth *full* is the `serving_default` signature, depth k is "
+          "`reconstruct_depth_k` (encoder and decoder stages 1..k; depth N is the full "
+          "model). Best value per column among the models at the same depth in **bold**.",
+        "",
+        markdown_table_from(summary),
+        "",
+        metric_legend(),
+        "",
+        "## Models", "",
+        "| Model | Export | Scheme | Stages | Images | Identities |",
+        "|---|---|---|--:|--:|--:|",
+    ]
+    for m in models:
+        lines.append(f"| {m['group']} | `{m['version_dir']}` | {m['scheme']} | "
+                     f"{m['num_stages']} | {m['num_images']} | {m['num_identities']} |")
+    ms = summary["ms_ssim"]
+    lines += ["", f"MS-SSIM: filter size {ms['filter_size']}, "
+              f"{len(ms['power_factors'])} scale(s), power factors "
+              + ", ".join(f"{p:.4f}" for p in ms["power_factors"]) + ".", "",
+              "## Figures", ""]
+    figures = summary["figures"]
+    lines += ["Originals, then each model's reconstruction (the first export of a group):", "",
+              f"![reconstructions]({figures['reconstructions']})", ""]
+    if summary.get("figure_note"):
+        lines += [summary["figure_note"], ""]
+    lines += ["Reconstructions at every depth:", ""]
+    lines += [f"![{name}]({path})" for name, path in figures.items() if name.startswith("depths_")]
+    lines += ["", "Radially averaged power spectra of the grayscale images (Hann window, log "
+              "scale); right, each model over the originals: below 1 is lost detail (blur), "
+              "the dashed line is the high-frequency cutoff of the HF energy ratio:", "",
+              f"![power spectrum]({figures['power_spectrum']})", ""]
+    return "\n".join(lines)
+
+
+def markdown_table_from(summary: Mapping) -> str:
+    return markdown_table(table_rows(summary))
