@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from dataclasses import replace
 
-from rae_keras import runs, schemes, training
+from rae_keras import schemes
 from rae_keras.architecture import Autoencoder
 from rae_keras.config import ModelConfig, TrainConfig
 from rae_keras.objectives import ReconstructionTrainer
