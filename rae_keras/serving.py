@@ -27,17 +27,16 @@ This module never reads flags; the `export` and `train` drivers pass a RunConfig
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 import rae_keras
+from rae_keras import fileio
 from rae_keras.architecture import Autoencoder
 from rae_keras.config import RunConfig
 from rae_keras.preprocessing import preprocess_bytes
@@ -50,7 +49,6 @@ CONFIG_FILENAME = "rae_config.json"
 ASSETS_EXTRA = "assets.extra"
 TFLITE_DIRNAME = "tflite"
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
-_TMP_PREFIX = ".tmp-"
 
 
 class ExportError(RuntimeError):
@@ -262,60 +260,6 @@ def write_tflite(saved_model_dir: str, out_dir: str, signature_keys: Sequence[st
 
 
 # --------------------------------------------------------------------------- atomic dirs
-class _Staged:
-    """A directory built under a temporary sibling name, then renamed to `final`.
-
-    commit() renames it into place (moving an existing `final` aside when overwriting),
-    finish() drops what was moved aside, rollback() undoes everything.
-    """
-
-    def __init__(self, final: str):
-        self.final = os.path.abspath(final)
-        self.parent = os.path.dirname(self.final)
-        self.created = []  # missing ancestors, outermost first
-        d = self.parent
-        while d and not os.path.isdir(d):
-            self.created.insert(0, d)
-            d = os.path.dirname(d)
-        os.makedirs(self.parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(
-            prefix=f"{_TMP_PREFIX}{os.path.basename(self.final)}-", dir=self.parent)
-        self.aside: Optional[str] = None  # the replaced directory, until finish()
-        self.committed = False
-
-    def commit(self, overwrite: bool) -> None:
-        if os.path.lexists(self.final):
-            if not overwrite:
-                raise ExportError(f"{self.final} already exists; pass --overwrite")
-            self.aside = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}replaced-", dir=self.parent)
-            os.rename(self.final, os.path.join(self.aside, "old"))
-        try:
-            # rename(2) refuses an existing non-empty directory: a concurrent export of
-            # the same version fails here instead of mixing files.
-            os.rename(self.tmp, self.final)
-        except OSError as e:
-            raise ExportError(f"could not move the export into {self.final}: {e}") from e
-        self.committed = True
-
-    def finish(self) -> None:
-        if self.aside is not None:
-            shutil.rmtree(self.aside, ignore_errors=True)
-            self.aside = None
-
-    def rollback(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        if self.committed:
-            shutil.rmtree(self.final, ignore_errors=True)
-            self.committed = False
-        if self.aside is not None:
-            os.rename(os.path.join(self.aside, "old"), self.final)
-            shutil.rmtree(self.aside, ignore_errors=True)
-            self.aside = None
-        for d in reversed(self.created):  # parents this export created, if still empty
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
-
-
 # --------------------------------------------------------------------------- export
 def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, *,
                  version: Optional[int] = None, overwrite: bool = False,
@@ -345,13 +289,13 @@ def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, 
         if os.path.lexists(final) and not overwrite:
             raise ExportError(f"version {version} already exists at {final}; pass --overwrite")
 
-    staged: List[_Staged] = []
+    staged: List[fileio.StagedDirectory] = []
     try:
-        saved_model = _Staged(saved_model_final)
+        saved_model = fileio.StagedDirectory(saved_model_final)
         staged.append(saved_model)
         write_saved_model(autoencoder, config, saved_model.tmp, version)
         if tflite:
-            lite = _Staged(tflite_final)
+            lite = fileio.StagedDirectory(tflite_final)
             staged.append(lite)
             write_tflite(saved_model.tmp, lite.tmp,
                          tflite_signature_names(autoencoder.num_stages))
