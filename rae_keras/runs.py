@@ -110,7 +110,8 @@ class RunDirectory:
 
     def save_checkpoint(self, autoencoder: Autoencoder, state: TrainingState,
                         optimizer_variables: Optional[List[keras.Variable]] = None) -> str:
-        number = (self.checkpoints()[-1][0] + 1) if self.checkpoints() else 1
+        existing = self.checkpoints()
+        number = existing[-1][0] + 1 if existing else 1
         path = os.path.join(self.checkpoints_dir, f"ckpt-{number:06d}")
         with fileio.atomic_directory(path) as tmp:
             autoencoder.full_model().save_weights(os.path.join(tmp, "model.weights.h5"))
