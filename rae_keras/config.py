@@ -7,12 +7,21 @@ reads absl flags, so every module can be used and tested without a command line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Optional, Tuple
 
 SCHEMES = ("stacked", "recursive", "recursive_interleaved", "recursive_finetune", "joint")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DATASETS = ("lfw_subset", "folder", "lfw")
 NORMALIZATIONS = ("none", "batch", "shared_batch")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+_SEED_SUFFIX = re.compile(r"[_-](?:seed|s)\d+$")
+
+
+def seed_group(name: str) -> str:
+    """`lfw64_stacked_s2` -> `lfw64_stacked`: runs and exports differing only in seed
+    (suffix `_sN`, `-sN`, `_seedN`) form one group, reported as mean and spread."""
+    return _SEED_SUFFIX.sub("", name) or name
 
 
 class ConfigError(ValueError):
@@ -96,6 +105,8 @@ class TrainConfig:
     level_weights: Tuple[float, ...] = ()  # joint: weight of levels 0..N-1 (empty: all 1)
     batch_size: int = 32
     learning_rate: float = 1e-3
+    # cosine: every phase (fresh optimizer) decays from learning_rate to 0 over its steps
+    learning_rate_schedule: str = "constant"
     seed: int = 0
     summary_images: int = 8  # faces shown in TensorBoard grids
     mixed_precision: bool = False  # mixed_bfloat16 on CPU, mixed_float16 on GPU
@@ -107,6 +118,9 @@ class TrainConfig:
             raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme {self.scheme!r}; expected one of {SCHEMES}")
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ConfigError(f"unknown learning_rate_schedule {self.learning_rate_schedule!r}; "
+                              f"expected one of {LEARNING_RATE_SCHEDULES}")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.epochs < 1:

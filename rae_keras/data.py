@@ -121,7 +121,6 @@ def epoch_batches(images: np.ndarray, batch_size: int, *, seed: int, first_epoch
             .prefetch(tf.data.AUTOTUNE))
 
 
-
 def split_identities(identities: Sequence[str], test_fraction: float, seed: int) -> set:
     """The identities held out for test: a seeded choice of ceil(fraction * n).
 

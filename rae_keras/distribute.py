@@ -101,7 +101,13 @@ def mixed_precision_policy(enabled: bool) -> Optional[str]:
     return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
 
 
-def make_optimizer(learning_rate: float, policy: Optional[str]) -> keras.optimizers.Optimizer:
+def make_optimizer(learning_rate: float, policy: Optional[str],
+                   decay_steps: Optional[int] = None) -> keras.optimizers.Optimizer:
+    """Adam; with `decay_steps`, its rate follows a cosine from `learning_rate` to 0 over
+    that many steps (the schedule reads the optimizer's step count, which checkpoints
+    restore, so a resumed phase continues on the same curve)."""
+    if decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     optimizer = keras.optimizers.Adam(learning_rate)
     if policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

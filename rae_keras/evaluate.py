@@ -60,7 +60,6 @@ DEFAULT_BATCH_SIZE = 256
 DATA_FLAGS = ("dataset", "data_dir", "tfds_data_dir", "crop", "image_size", "channels",
               "test_fraction", "seed")
 SOURCE_FIELDS = ("dataset", "data_dir", "tfds_data_dir", "crop", "image_size", "channels")
-_SEED_SUFFIX = re.compile(r"[_-](?:seed|s)\d+$")
 FORMAT = "rae_keras.evaluate/1"
 
 
@@ -118,7 +117,7 @@ def default_group(path: str, version_dir: str) -> str:
     given_version = os.path.abspath(path.rstrip("/")) == version_dir
     base = os.path.dirname(version_dir) if given_version else path.rstrip("/")
     name = os.path.basename(os.path.abspath(base))
-    name = _SEED_SUFFIX.sub("", name) or name
+    name = config_lib.seed_group(name)
     return f"{name}/v{os.path.basename(version_dir)}" if given_version else name
 
 

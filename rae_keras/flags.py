@@ -27,6 +27,9 @@ flags.DEFINE_list("level_weights", [],
 flags.DEFINE_integer("batch_size", 32,
                      "Batch size per replica; the global batch is this times the replicas.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (a new optimizer per stage).")
+flags.DEFINE_enum("learning_rate_schedule", "constant", config_lib.LEARNING_RATE_SCHEDULES,
+                  "constant, or cosine: each phase decays its learning rate from "
+                  "--learning_rate to 0 over its own steps.")
 flags.DEFINE_integer("seed", 0, "Seed for initialization, shuffling and the identity split.")
 flags.DEFINE_integer("summary_images", 8, "Faces shown in the TensorBoard image grids.")
 
@@ -124,7 +127,8 @@ def run_config_from_flags() -> config_lib.RunConfig:
             scheme=FLAGS.scheme, epochs=FLAGS.epochs, finetune_epochs=FLAGS.finetune_epochs,
             level_weights=_numbers("level_weights", FLAGS.level_weights, float),
             batch_size=FLAGS.batch_size,
-            learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
+            learning_rate=FLAGS.learning_rate,
+            learning_rate_schedule=FLAGS.learning_rate_schedule, seed=FLAGS.seed,
             summary_images=FLAGS.summary_images, mixed_precision=FLAGS.mixed_precision,
             cache_frozen_prefix=FLAGS.cache_frozen_prefix,
             steps_per_execution=FLAGS.steps_per_execution),

@@ -112,9 +112,12 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
         log(describe_phase(autoencoder, phase))
         if initial_epoch >= phase.epochs:
             continue
+        decay_steps = (phase.epochs * steps_per_epoch
+                       if config.train.learning_rate_schedule == "cosine" else None)
         with strategy.scope():
             trainer = phase.build_trainer(
-                lambda: distribute.make_optimizer(config.train.learning_rate, policy),
+                lambda: distribute.make_optimizer(config.train.learning_rate, policy,
+                                                  decay_steps),
                 config.train.steps_per_execution)
             optimizer_variables = trainer.optimizer_variables()
             if initial_epoch and not run.restore_optimizer(optimizer_variables):

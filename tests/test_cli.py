@@ -11,7 +11,7 @@ import pytest
 from absl.testing import flagsaver
 
 from rae_keras import flags as flags_lib
-from rae_keras.config import ConfigError
+from rae_keras.config import ConfigError, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.cfg")
@@ -58,6 +58,17 @@ def test_seed_lfw128_is_the_original_network():
 
 
 @flagsaver.flagsaver
+def test_learning_rate_schedule_flag_reaches_the_config():
+    assert _parse().train.learning_rate_schedule == "constant"
+    assert _parse("--learning_rate_schedule=cosine").train.learning_rate_schedule == "cosine"
+
+
+def test_unknown_learning_rate_schedule_is_a_config_error():
+    with pytest.raises(ConfigError, match="learning_rate_schedule"):
+        TrainConfig(learning_rate_schedule="linear").validate()
+
+
+@flagsaver.flagsaver
 def test_non_integer_filters_are_a_config_error():
     with pytest.raises(ConfigError, match="--filters"):
         _parse("--filters=8,x")
@@ -75,6 +86,7 @@ def _error_lines(stderr):
 
 @pytest.mark.parametrize("args, named", [
     (["--scheme=bogus"], "scheme"),
+    (["--learning_rate_schedule=linear"], "learning_rate_schedule"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["--dataset=folder", "--data_dir=/no/such/dir"], "/no/such/dir"),
     (["--dataset=folder"], "--data_dir"),

@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import math
 import os
 
 import keras
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from rae_keras import data as data_lib
-from rae_keras import runs, training
+from rae_keras import distribute, runs, training
 from rae_keras.architecture import Autoencoder
 from rae_keras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rae_keras.objectives import ReconstructionTrainer
@@ -33,13 +34,14 @@ def _splits(n_train=48, n_test=8, size=16, seed=0):
         skipped=())
 
 
-def _config(tmp_path, scheme="recursive", epochs=1, normalization="none", filters=(4, 8, 8)):
+def _config(tmp_path, scheme="recursive", epochs=1, normalization="none", filters=(4, 8, 8),
+            schedule="constant"):
     return RunConfig(
         name="t", model_dir=str(tmp_path / "run"),
         data=DataConfig(image_size=16, channels=1),
         model=ModelConfig(filters=filters, normalization=normalization),
         train=TrainConfig(scheme=scheme, epochs=epochs, batch_size=16, learning_rate=3e-3,
-                          summary_images=4),
+                          learning_rate_schedule=schedule, summary_images=4),
     ).validate()
 
 
@@ -153,12 +155,14 @@ def _kill_after_checkpoints(monkeypatch, count):
     monkeypatch.setattr(runs.RunDirectory, "save_checkpoint", save_then_maybe_die)
 
 
-def test_resume_mid_stage_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_mid_stage_equals_an_uninterrupted_run(tmp_path, monkeypatch, schedule):
+    """Same batches and the restored optimizer state (its step count drives the cosine)."""
     splits = _splits()
-    straight = _config(tmp_path / "a", epochs=2, filters=(4, 8))
+    straight = _config(tmp_path / "a", epochs=2, filters=(4, 8), schedule=schedule)
     _, uninterrupted, straight_state = _train(straight, splits)
 
-    config = _config(tmp_path / "b", epochs=2, filters=(4, 8))
+    config = _config(tmp_path / "b", epochs=2, filters=(4, 8), schedule=schedule)
     with monkeypatch.context() as m:
         _kill_after_checkpoints(m, 3)  # stage 1 done (2 epochs), stage 2 after epoch 1
         with pytest.raises(_Killed):
@@ -208,3 +212,33 @@ def test_tensorboard_has_losses_per_stage_and_image_grids(tmp_path):
             tags.update(value.tag for value in event.summary.value)
     assert {"loss/stage_1", "loss/stage_2", "val_loss/stage_2",
             "reconstruction/stage_1", "depths/stage_2"} <= tags
+
+
+def test_cosine_schedule_decays_each_phase_to_zero(tmp_path):
+    optimizer = distribute.make_optimizer(1e-3, None, decay_steps=10)
+    rates = []
+    for step in (0, 5, 10):
+        optimizer.iterations.assign(step)
+        rates.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+    np.testing.assert_allclose(rates, [1e-3, 5e-4, 0.0], atol=1e-9)
+    constant = distribute.make_optimizer(1e-3, None)
+    constant.iterations.assign(10)
+    assert float(keras.ops.convert_to_numpy(constant.learning_rate)) == pytest.approx(1e-3)
+
+
+def test_cosine_schedule_spans_each_phase(tmp_path, monkeypatch):
+    splits = _splits()  # 48 training images, batch 16: 3 steps per epoch
+    made = []
+
+    def recording(learning_rate, policy, decay_steps=None):
+        made.append(decay_steps)
+        return make_optimizer(learning_rate, policy, decay_steps)
+
+    make_optimizer = distribute.make_optimizer
+    monkeypatch.setattr(distribute, "make_optimizer", recording)
+    _train(_config(tmp_path / "k", epochs=2, filters=(4, 8), schedule="cosine"), splits)
+    steps = math.ceil(len(splits.train.images) / 16)
+    assert made == [2 * steps, 2 * steps]
+    made.clear()
+    _train(_config(tmp_path / "c", epochs=2, filters=(4, 8)), splits)
+    assert made == [None, None]
