@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The equal-wall-clock search (README "Beyond the paper"): every candidate is
+# configs/lfw64.cfg plus its flags, trained for each seed into runs/search/NAME_sS,
+# exported (SavedModel only) to exported/search/NAME_sS, then all evaluated together
+# into docs/lfw64_search with their training seconds.
+#   tools/search_lfw64.sh /path/to/lfw-deepfunneled ["0 1 2"] [NAME ...]
+# Without names, every candidate below is trained (about 3 minutes per run on 2 cores).
+set -euo pipefail
+data_dir=${1:?usage: tools/search_lfw64.sh LFW_DIR [SEEDS] [NAME ...]}
+seeds=${2:-"0 1 2"}
+shift $(( $# >= 2 ? 2 : $# ))
+
+candidates=(  # NAME FLAGS (on top of configs/lfw64.cfg)
+  "stacked20     --scheme=stacked --epochs=20"
+  "stacked20cos  --scheme=stacked --epochs=20 --learning_rate_schedule=cosine"
+  "stacked22     --scheme=stacked --epochs=22"
+  "stacked20k53  --scheme=stacked --epochs=20 --decoder_kernel_sizes=5,3,3,3,3,3"
+  "r10f3         --epochs=10 --finetune_epochs=3"
+  "r10f4         --epochs=10 --finetune_epochs=4"
+  "r10f3cos      --epochs=10 --finetune_epochs=3 --learning_rate_schedule=cosine"
+  "r10f3k53      --epochs=10 --finetune_epochs=3 --decoder_kernel_sizes=5,3,3,3,3,3"
+  "r5f8          --epochs=5 --finetune_epochs=8"
+  "r5f8cos       --epochs=5 --finetune_epochs=8 --learning_rate_schedule=cosine"
+  "r3f10         --epochs=3 --finetune_epochs=10"
+  "joint16w      --scheme=joint --epochs=16 --level_weights=1,0.1,0.05,0.02,0.01,0.005"
+)
+
+cd "$(dirname "$0")/.."
+entries=()
+for line in "${candidates[@]}"; do
+  read -r name flags <<<"$line"
+  if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+  members=()
+  for seed in $seeds; do
+    run="${name}_s${seed}"
+    # shellcheck disable=SC2086
+    python -m rae_keras.train --flagfile=configs/lfw64.cfg --data_dir="$data_dir" \
+      --name="$run" --model_dir="runs/search/$run" --export_dir="exported/search/$run" \
+      --notflite --seed="$seed" $flags
+    members+=("exported/search/$run")
+  done
+  entries+=("$name=$(IFS=+; echo "${members[*]}")")
+done
+[ ${#entries[@]} -gt 0 ] || { echo "no candidate named: $*" >&2; exit 2; }
+python -m rae_keras.evaluate --data_dir="$data_dir" --output_dir=docs/lfw64_search \
+  --models="$(IFS=,; echo "${entries[*]}")"
+python tools/training_times.py runs/search/*
