@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import defaultdict
 from typing import Dict, List
 
-ABBREVIATIONS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM",
-                 "laplacian_variance_ratio": "Laplacian ratio",
-                 "high_frequency_energy_ratio": "HF ratio", "detail_correlation": "detail corr.",
-                 "mse": "MSE"}
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rae_keras.report import METRICS  # noqa: E402
 
 
 def improvement(better: str, candidate: float, baseline: float) -> float:
@@ -55,7 +55,7 @@ def paired_rows(summary: dict, baseline: str, depth: str = "full") -> List[Dict]
 
 
 def markdown(rows: List[Dict], metrics: List[str], baseline: str) -> str:
-    head = [ABBREVIATIONS.get(m, m) for m in metrics]
+    head = [METRICS[m].label for m in metrics]
     lines = [f"| vs {baseline} | splits | " + " | ".join(f"Δ {h} (better on)" for h in head)
              + " |", "|---|---|" + "--:|" * len(metrics)]
     for row in rows:
