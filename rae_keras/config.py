@@ -7,6 +7,7 @@ reads absl flags, so every module can be used and tested without a command line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Optional, Tuple
 
@@ -15,6 +16,9 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DATASETS = ("lfw_subset", "folder", "lfw")
 NORMALIZATIONS = ("none", "batch", "shared_batch")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+# Larger images exhaust memory before the first step (one 65536x65536 image is 16 GiB
+# of float32); nothing in this package is meant for them.
+MAX_IMAGE_SIZE = 4096
 _SEED_SUFFIX = re.compile(r"[_-](?:seed|s)\d+$")
 
 
@@ -47,8 +51,12 @@ class DataConfig:
             raise ConfigError("--dataset=folder needs --data_dir=PATH (an image folder)")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        if self.image_size < 2:
-            raise ConfigError(f"image_size must be at least 2, got {self.image_size}")
+        if not 2 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be in [2, {MAX_IMAGE_SIZE}], got {self.image_size}")
+        if self.max_images < 0:
+            raise ConfigError(f"max_images must be >= 0 (0: all), got {self.max_images}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.crop < 0:
             raise ConfigError(f"crop must be >= 0, got {self.crop}")
         if not 0.0 <= self.test_fraction < 1.0:
@@ -91,6 +99,8 @@ class ModelConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError(
                 f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}")
+        _check_keras_name("activation", self.activation)
+        _check_keras_name("kernel_initializer", self.kernel_initializer)
         if image_size is not None and image_size % (2 ** self.num_stages):
             raise ConfigError(
                 f"image_size {image_size} is not divisible by 2**{self.num_stages} "
@@ -127,6 +137,16 @@ class TrainConfig:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if any(not math.isfinite(w) or w < 0 for w in self.level_weights) or (
+                self.level_weights and not any(self.level_weights)):
+            raise ConfigError(f"level_weights must be finite, >= 0 and not all 0, got "
+                              f"{list(self.level_weights)}")
+        if self.summary_images < 0:
+            raise ConfigError(f"summary_images must be >= 0, got {self.summary_images}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +213,22 @@ class RunConfig:
             train=build(TrainConfig, d.get("train", {})),
             distribute=build(DistributeConfig, d.get("distribute", {})),
         )
+
+
+_KERAS_EXAMPLES = {"activation": "selu", "kernel_initializer": "lecun_normal"}
+
+
+def _check_keras_name(what: str, name: str) -> None:
+    """Unknown Keras identifiers fail here, by name, not deep inside model building."""
+    import keras  # deferred: flags are parsed into configs before Keras is needed
+
+    lookup = {"activation": keras.activations.get,
+              "kernel_initializer": keras.initializers.get}[what]
+    try:
+        lookup(name)
+    except (ValueError, TypeError):
+        raise ConfigError(f"unknown {what} {name!r}; give a Keras {what.replace('_', ' ')} "
+                          f"name such as {_KERAS_EXAMPLES[what]!r}") from None
 
 
 def _per_stage(sizes: Tuple[int, ...], stage: int, name: str, num_stages: int) -> int:

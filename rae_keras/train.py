@@ -39,7 +39,8 @@ def main(argv) -> None:
         print(f"already exported to {state.exported}")
 
 
-ERRORS = (config_lib.ConfigError, data_lib.DataError, runs.RunDirError, serving.ExportError)
+ERRORS = (config_lib.ConfigError, data_lib.DataError, runs.RunDirError, serving.ExportError,
+          training.TrainingDiverged)
 
 if __name__ == "__main__":
     flags_lib.run_main(main, ERRORS)

@@ -9,6 +9,7 @@ layer is trainable again.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Callable, Dict, Optional
@@ -27,8 +28,17 @@ from rae_keras.schemes import Phase, phases_for
 from rae_keras.summaries import PhaseSummaries
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or weight stopped training; the last finite checkpoint is kept."""
+
+
 class _EpochCheckpoint(keras.callbacks.Callback):
-    """Records the epoch in the state and writes a checkpoint after every epoch."""
+    """Records the epoch in the state and writes a checkpoint after every epoch.
+
+    An epoch whose loss or weights are not finite is never checkpointed: training stops
+    with `TrainingDiverged`, so the run directory keeps the last finite state and a
+    diverged model can never be resumed or exported as if it had trained.
+    """
 
     def __init__(self, run: RunDirectory, autoencoder: Autoencoder, state: TrainingState,
                  phase_index: int, phase: Phase):
@@ -41,9 +51,25 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._refuse_non_finite(epoch, logs or {})
         self.state.record_epoch(self.phase_index, self.phase.name, logs or {},
                                 time.perf_counter() - self._started)
         self.run.save_checkpoint(self.autoencoder, self.state, self.model.optimizer_variables())
+
+    def _refuse_non_finite(self, epoch: int, logs: Dict[str, float]) -> None:
+        bad = [f"{key} {float(value)}" for key, value in logs.items()
+               if key in ("loss", "val_loss") and not math.isfinite(float(value))]
+        bad += [f"weight {v.path}" for v in self.autoencoder.full_model().weights
+                if not np.isfinite(keras.ops.convert_to_numpy(v)).all()][:1]
+        if not bad:
+            return
+        kept = self.run.latest_checkpoint()
+        raise TrainingDiverged(
+            f"training diverged in {self.phase.name}, epoch {epoch + 1}: non-finite "
+            f"{', '.join(bad)}; "
+            + (f"the last finite checkpoint {os.path.basename(kept)} is kept"
+               if kept else "no checkpoint was written")
+            + "; lower --learning_rate (a changed setting needs --overwrite)")
 
 
 def describe_phase(autoencoder: Autoencoder, phase: Phase) -> str:
