@@ -1,18 +1,35 @@
 """The run directory (`--model_dir`): config.json, history.json, logs/, checkpoints/.
 
 A checkpoint is a directory `checkpoints/ckpt-NNNNNN/` written atomically after every
-epoch: the weights of every layer, the optimizer's variables and the training state
-(phase, epochs done, history). A run killed at any moment resumes from the newest
-complete checkpoint: same phase, same epoch, same optimizer state.
+epoch: the weights of every layer, the optimizer's variables, the training state
+(phase, epochs done, history) and, written last, manifest.json (the sha256 of every
+file and the training fingerprint of the configuration it was made with). A run killed
+at any moment resumes from the newest checkpoint that verifies: same phase, same epoch,
+same optimizer state.
+
+Safety rules, because `--model_dir` is whatever the user typed:
+- rae_keras deletes only what it writes. A directory that holds other files and no run
+  is refused, with or without --overwrite; --overwrite deletes config.json,
+  history.json, logs/ and checkpoints/ and keeps everything else.
+- One writer per run directory: `prepare` takes an flock on run.lock, released by
+  `close()` or when the process ends, however it ends. Readers take no lock.
+- A run resumes only under the configuration its checkpoints recorded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
-from typing import Dict, List, Optional, Tuple
+import socket
+import sys
+import weakref
+from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -25,10 +42,28 @@ from rae_keras.config import RunConfig
 
 _CKPT = re.compile(r"^ckpt-(\d+)$")
 KEEP_CHECKPOINTS = 2
+LOCK_NAME = "run.lock"
+WEIGHTS, OPTIMIZER, STATE, MANIFEST = ("model.weights.h5", "optimizer.npz", "state.json",
+                                       "manifest.json")
+# What --overwrite deletes: everything rae_keras writes at the top of a run directory
+# except the lock (held by the writer doing the deleting) and workers/ (each worker's
+# scratch run directory, which that worker owns and overwrites itself).
+_OVERWRITTEN = ("checkpoints", "logs", "history.json", "config.json")
+_OWN = _OVERWRITTEN + (LOCK_NAME, "workers")
+_OWN_TEMPORARY = re.compile(r"^\.(config|history)\.json\..*\.tmp$")  # fileio's temporaries
+_SECTIONS = ("data", "model", "train")  # config.json sections every version wrote
 
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (e.g. another configuration)."""
+
+
+class _Unusable(Exception):
+    """Why a checkpoint cannot be restored (damaged, truncated, edited)."""
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -38,6 +73,24 @@ class TrainingState:
     history: List[Dict] = dataclasses.field(default_factory=list)
     finished: bool = False
     exported: Optional[str] = None  # version dir written after the run finished
+
+    @classmethod
+    def from_dict(cls, d) -> "TrainingState":
+        """A state.json's content; ValueError/TypeError if it does not describe progress."""
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        state = cls(**d)
+
+        def count(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        if not (count(state.phase) and count(state.epoch) and isinstance(state.finished, bool)
+                and isinstance(state.exported, (str, type(None)))
+                and isinstance(state.history, list)
+                and all(isinstance(h, dict) and isinstance(h.get("loss"), list)
+                        for h in state.history)):
+            raise ValueError("a field has the wrong type")
+        return state
 
     @property
     def epochs_done(self) -> int:
@@ -57,41 +110,188 @@ class TrainingState:
 
 
 class RunDirectory:
-    def __init__(self, path: str, keep_checkpoints: int = KEEP_CHECKPOINTS):
+    """One run directory. Reading needs nothing; writing needs `prepare` (the lock).
+
+    `log` receives one-line warnings ("warning: ..."), e.g. a damaged checkpoint
+    skipped on restore; by default they go to stderr. Use as a context manager, or call
+    `close()`, to release the lock before the object is garbage-collected.
+    """
+
+    def __init__(self, path: str, keep_checkpoints: int = KEEP_CHECKPOINTS, *,
+                 log: Optional[Callable[[str], None]] = None):
         self.path = os.path.abspath(path)
         self.keep_checkpoints = keep_checkpoints
+        self.log = log or _warn
         self.config_path = os.path.join(self.path, "config.json")
         self.history_path = os.path.join(self.path, "history.json")
         self.logs_dir = os.path.join(self.path, "logs")
         self.checkpoints_dir = os.path.join(self.path, "checkpoints")
+        self.lock_path = os.path.join(self.path, LOCK_NAME)
+        self._unlock: Optional[weakref.finalize] = None  # set while this object is the writer
+        self._fingerprint: Optional[dict] = None  # the writer's configuration
+        self._current: Optional[str] = None  # checkpoint last restored or written
+
+    def __enter__(self) -> "RunDirectory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Releases the lock; the directory can still be read through this object."""
+        if self._unlock is not None:
+            self._unlock()
+            self._unlock = None
 
     # ------------------------------------------------------------- config
     def prepare(self, config: RunConfig, *, overwrite: bool = False) -> None:
-        """Claims the directory for `config`; refuses one that holds another run."""
-        if os.path.exists(self.config_path):
-            stored = RunConfig.from_dict(fileio.read_json(self.config_path)["config"])
-            differences = _differences(stored.training_fingerprint(), config.training_fingerprint())
-            if differences and not overwrite:
-                raise RunDirError(
-                    f"{self.path} holds a run with another configuration "
-                    f"({'; '.join(differences[:4])}); use another --model_dir or pass --overwrite "
-                    "to delete it")
-            if differences:
-                shutil.rmtree(self.path)
-        elif overwrite and os.path.isdir(self.path):
-            shutil.rmtree(self.path)
-        os.makedirs(self.checkpoints_dir, exist_ok=True)
-        fileio.remove_stale_temporaries(self.checkpoints_dir)
-        fileio.atomic_write_json(self.config_path, {
-            "config": config.to_dict(),
-            "versions": {"rae_keras": rae_keras.__version__, "tensorflow": tf.__version__,
-                         "keras": keras.__version__, "numpy": np.__version__},
-        })
+        """Makes this object the directory's only writer, for `config`.
+
+        A run made with the same training settings is resumed. Another run, or a
+        damaged or edited config.json, is refused; with `overwrite` rae_keras's files
+        are deleted instead (nothing else in the directory is). On failure the lock is
+        released again.
+        """
+        self._refuse_foreign_directory()
+        self._lock()
+        try:
+            problem = self._incompatibility(config)
+            if problem and not overwrite:
+                raise RunDirError(f"{problem}; use another --model_dir, or pass --overwrite "
+                                  "to delete that run (only rae_keras's files in it)")
+            self._write_config(config, delete_run=bool(problem))
+        except BaseException:
+            self.close()
+            raise
+        self._fingerprint = _fingerprint(config)
 
     def load_config(self) -> RunConfig:
-        if not os.path.exists(self.config_path):
+        """The run's configuration, refused if config.json differs from what its
+        checkpoints were made with (a hand edit would misdescribe the weights)."""
+        config = self._read_config()
+        if config is None:
             raise RunDirError(f"{self.path} is not a run directory (no config.json)")
-        return RunConfig.from_dict(fileio.read_json(self.config_path)["config"])
+        problem = self._edited_config(config, self._recorded_fingerprint())
+        if problem:
+            raise RunDirError(problem)
+        return config
+
+    def _refuse_foreign_directory(self) -> None:
+        """Refuses a path that is a file, or a directory holding something other than
+        rae_keras's files and no run: nothing there may be deleted or mixed with a run."""
+        if os.path.lexists(self.path) and not os.path.isdir(self.path):
+            raise RunDirError(f"--model_dir {self.path} is a file, not a directory")
+        if not os.path.isdir(self.path) or self._holds_a_run():
+            return
+        foreign = sorted(e for e in os.listdir(self.path)
+                         if e not in _OWN and not _OWN_TEMPORARY.match(e))
+        if foreign:
+            listing = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise RunDirError(
+                f"{self.path} is not a run directory and not empty (it holds {listing}); "
+                "rae_keras neither uses nor deletes it, even with --overwrite: give a new "
+                "or empty --model_dir")
+
+    def _holds_a_run(self) -> bool:
+        if self.checkpoints():
+            return True
+        try:
+            return isinstance(fileio.read_json(self.config_path).get("config"), dict)
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _lock(self) -> None:
+        """An flock on run.lock: it dies with the process, so there is never a stale lock."""
+        if self._unlock is not None:
+            return
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot create {self.lock_path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunDirError(
+                    f"{self.path} is in use by another writer ({holder}, holding {LOCK_NAME}); "
+                    "wait for it to finish or use another --model_dir") from None
+            raise RunDirError(f"cannot lock {self.lock_path}: {e.strerror or e}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._unlock = weakref.finalize(self, os.close, fd)
+
+    def _incompatibility(self, config: RunConfig) -> Optional[str]:
+        """Why the directory's run cannot be continued with `config`; None if it can."""
+        try:
+            stored = self._read_config()
+        except RunDirError as e:
+            return str(e)
+        recorded = self._recorded_fingerprint()
+        edited = self._edited_config(stored, recorded)
+        if edited:
+            return edited
+        reference = recorded or (stored and _fingerprint(stored))
+        if reference is None:
+            if self.checkpoints():  # made before checkpoints recorded their configuration
+                return (f"{self.path} holds checkpoints but no config.json, and they do not "
+                        "record which configuration made them")
+            return None
+        differences = _differences(reference, _fingerprint(config))
+        if differences:
+            return (f"{self.path} holds a run with another configuration "
+                    f"({'; '.join(differences[:4])})")
+        return None
+
+    def _edited_config(self, stored: Optional[RunConfig],
+                       recorded: Optional[dict]) -> Optional[str]:
+        if stored is None or recorded is None:
+            return None
+        differences = _differences(recorded, _fingerprint(stored))
+        if not differences:
+            return None
+        return (f"{self.config_path} differs from the configuration its checkpoints were "
+                f"made with ({'; '.join(differences[:4])}); it was edited")
+
+    def _read_config(self) -> Optional[RunConfig]:
+        """config.json as a validated RunConfig, None if absent; a damaged or hand-edited
+        file is a one-line RunDirError. Fields missing from a section take their
+        defaults (older versions did not write fields added since)."""
+        if not os.path.exists(self.config_path):
+            return None
+        try:
+            saved = fileio.read_json(self.config_path)
+            values = saved.get("config") if isinstance(saved, dict) else None
+            if not isinstance(values, dict):
+                raise ValueError("no 'config' object")
+            missing = [s for s in _SECTIONS if s not in values]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)} section")
+            _check_types(values, RunConfig().to_dict())
+            return RunConfig.from_dict(values).validate()
+        except (OSError, ValueError, TypeError) as e:
+            raise RunDirError(f"{self.config_path} is not a valid rae_keras configuration "
+                              f"({_one_line(e)})") from None
+
+    def _write_config(self, config: RunConfig, *, delete_run: bool) -> None:
+        try:
+            if delete_run:
+                for name in _OVERWRITTEN:
+                    _remove(os.path.join(self.path, name))
+            for entry in os.listdir(self.path):
+                if _OWN_TEMPORARY.match(entry):
+                    _remove(os.path.join(self.path, entry))
+            os.makedirs(self.checkpoints_dir, exist_ok=True)
+            fileio.remove_stale_temporaries(self.checkpoints_dir)
+            fileio.atomic_write_json(self.config_path, {
+                "config": config.to_dict(),
+                "versions": {"rae_keras": rae_keras.__version__, "tensorflow": tf.__version__,
+                             "keras": keras.__version__, "numpy": np.__version__},
+            })
+        except OSError as e:
+            raise RunDirError(f"cannot prepare {self.path}: {_one_line(e)}") from None
 
     # ---------------------------------------------------------- checkpoints
     def checkpoints(self) -> List[Tuple[int, str]]:
@@ -105,60 +305,157 @@ class RunDirectory:
         return sorted(found)
 
     def latest_checkpoint(self) -> Optional[str]:
+        """The newest checkpoint by number, not verified (see `restore`)."""
         found = self.checkpoints()
         return found[-1][1] if found else None
 
     def save_checkpoint(self, autoencoder: Autoencoder, state: TrainingState,
                         optimizer_variables: Optional[List[keras.Variable]] = None) -> str:
+        def write(tmp: str) -> None:
+            autoencoder.full_model().save_weights(os.path.join(tmp, WEIGHTS))
+            if optimizer_variables is not None:
+                np.savez(os.path.join(tmp, OPTIMIZER),
+                         **{f"{i:04d}": np.asarray(v.numpy())
+                            for i, v in enumerate(optimizer_variables)})
+
+        return self._commit_checkpoint(write, state)
+
+    def mark_exported(self, state: TrainingState, version_dir: str) -> None:
+        """Records the export in a new checkpoint holding the current one's files: a
+        written checkpoint is never changed, so its manifest stays true."""
+        state.exported = version_dir
+        source = self._current or self.latest_checkpoint()
+        if source is None:
+            raise RunDirError(f"{self.path} has no checkpoint to mark as exported")
+
+        def copy(tmp: str) -> None:
+            for name in (WEIGHTS, OPTIMIZER):
+                if os.path.exists(os.path.join(source, name)):
+                    shutil.copyfile(os.path.join(source, name), os.path.join(tmp, name))
+
+        self._commit_checkpoint(copy, state)
+
+    def _commit_checkpoint(self, write_files: Callable[[str], None],
+                           state: TrainingState) -> str:
+        """Writes the next checkpoint atomically, its manifest last; prunes old ones.
+        A failed write (a full disk) leaves no partial checkpoint and is a RunDirError."""
+        if self._unlock is None or self._fingerprint is None:
+            raise RunDirError(f"{self.path} is not open for writing; call prepare() first")
         existing = self.checkpoints()
         number = existing[-1][0] + 1 if existing else 1
         path = os.path.join(self.checkpoints_dir, f"ckpt-{number:06d}")
-        with fileio.atomic_directory(path) as tmp:
-            autoencoder.full_model().save_weights(os.path.join(tmp, "model.weights.h5"))
-            if optimizer_variables is not None:
-                np.savez(os.path.join(tmp, "optimizer.npz"),
-                         **{f"{i:04d}": np.asarray(v.numpy())
-                            for i, v in enumerate(optimizer_variables)})
-            fileio.atomic_write_json(os.path.join(tmp, "state.json"), dataclasses.asdict(state))
+        previous = self._current or (existing[-1][1] if existing else None)
+        kept = (f"the previous checkpoint {os.path.basename(previous)} is kept" if previous
+                else "no earlier checkpoint exists")
+        try:
+            with fileio.atomic_directory(path) as tmp:
+                write_files(tmp)
+                fileio.atomic_write_json(os.path.join(tmp, STATE), dataclasses.asdict(state))
+                _write_manifest(tmp, self._fingerprint)
+        except OSError as e:
+            raise self._write_error(f"checkpoint {os.path.basename(path)}", e, kept) from None
+        self._current = path
         for _, old in self.checkpoints()[:-self.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-        fileio.atomic_write_json(self.history_path, state.history)
+        try:
+            fileio.atomic_write_json(self.history_path, state.history)
+        except OSError as e:
+            raise self._write_error("history.json", e,
+                                    f"checkpoint {os.path.basename(path)} is complete") from None
         return path
 
+    def _write_error(self, what: str, error: OSError, kept: str) -> RunDirError:
+        if error.errno == errno.ENOSPC or "No space left" in str(error):
+            return RunDirError(f"no space left on device while writing {what} in {self.path}; "
+                               f"{kept}")
+        return RunDirError(f"could not write {what} in {self.path} ({_one_line(error)}); {kept}")
+
     def restore(self, autoencoder: Autoencoder) -> TrainingState:
-        """Loads the newest checkpoint's weights into `autoencoder`; its training state."""
-        path = self.latest_checkpoint()
-        if path is None:
-            return TrainingState()
-        autoencoder.full_model().load_weights(os.path.join(path, "model.weights.h5"))
-        return TrainingState(**fileio.read_json(os.path.join(path, "state.json")))
+        """Loads the newest checkpoint that verifies into `autoencoder`; its training
+        state (a fresh one if there is no checkpoint). `restore_optimizer` then reads
+        the same checkpoint."""
+        chosen = self._usable_checkpoint(autoencoder)
+        self._current = chosen and chosen[0]
+        return chosen[1] if chosen else TrainingState()
 
     def restore_optimizer(self, optimizer_variables: List[keras.Variable]) -> bool:
-        """Loads the newest checkpoint's optimizer state into `optimizer_variables`
+        """Loads the restored checkpoint's optimizer state into `optimizer_variables`
         (a trainer's `optimizer_variables()`, already built)."""
-        path = self.latest_checkpoint()
-        saved_path = path and os.path.join(path, "optimizer.npz")
+        if self._current is None:
+            chosen = self._usable_checkpoint()
+            self._current = chosen and chosen[0]
+        saved_path = self._current and os.path.join(self._current, OPTIMIZER)
         if not saved_path or not os.path.exists(saved_path):
             return False
-        with np.load(saved_path) as saved:
-            values = [saved[key] for key in sorted(saved.files)]
+        try:
+            values = _load_optimizer(saved_path)
+        except Exception as e:  # a zip, npy or I/O error: any of them means unreadable
+            raise RunDirError(f"{saved_path} does not load ({_one_line(e)})") from None
         if len(values) != len(optimizer_variables):
             raise RunDirError(
-                f"checkpoint {path} holds {len(values)} optimizer variables, the trainer "
-                f"has {len(optimizer_variables)}; was the run made by another version?")
+                f"checkpoint {self._current} holds {len(values)} optimizer variables, the "
+                f"trainer has {len(optimizer_variables)}; was the run made by another version?")
         for variable, value in zip(optimizer_variables, values):
             variable.assign(value)
         return True
 
-    def mark_exported(self, state: TrainingState, version_dir: str) -> None:
-        state.exported = version_dir
-        path = self.latest_checkpoint()
-        fileio.atomic_write_json(os.path.join(path, "state.json"), dataclasses.asdict(state))
+    def _usable_checkpoint(self, autoencoder: Optional[Autoencoder] = None
+                           ) -> Optional[Tuple[str, TrainingState]]:
+        """The newest checkpoint that verifies (and whose weights load into
+        `autoencoder`), with its state; None if there is none at all. Each damaged one
+        is reported through `log` and, by the writer, set aside as ckpt-N.unusable so
+        that pruning never keeps it instead of a good one."""
+        found = self.checkpoints()
+        reasons = []
+        for _, path in reversed(found):
+            try:
+                state, fingerprint = _verify(path)
+                if autoencoder is not None:
+                    _load_weights(autoencoder, path)
+            except _Unusable as e:
+                if os.path.isdir(path):  # else the writer pruned it while we read it
+                    reasons.append(f"{os.path.basename(path)}: {e}")
+                    self._set_aside(path, str(e))
+                continue
+            if fingerprint is None:
+                self.log(f"warning: checkpoint {path} has no manifest (written before "
+                         "rae_keras verified checkpoints); using it unverified")
+            return path, state
+        if reasons:
+            raise RunDirError(f"no usable checkpoint in {self.checkpoints_dir} "
+                              f"({'; '.join(reasons)}); delete it to start over")
+        if found and self.checkpoints() != found:  # all pruned meanwhile: look again
+            return self._usable_checkpoint(autoencoder)
+        return None
+
+    def _set_aside(self, path: str, reason: str) -> None:
+        name = os.path.basename(path)
+        if self._unlock is None:  # a reader changes nothing
+            self.log(f"warning: checkpoint {path} is unusable ({reason}); "
+                     "trying an older checkpoint")
+            return
+        _remove(path + ".unusable")
+        os.rename(path, path + ".unusable")
+        self.log(f"warning: checkpoint {path} is unusable ({reason}); set aside as "
+                 f"{name}.unusable, trying an older checkpoint")
+
+    def _recorded_fingerprint(self) -> Optional[dict]:
+        """The configuration fingerprint the newest checkpoint with a manifest recorded."""
+        for _, path in reversed(self.checkpoints()):
+            try:
+                manifest = _read_manifest(path)
+            except _Unusable:
+                continue
+            if manifest is not None:
+                return manifest["training_fingerprint"]
+        return None
 
 
-def load_trained_autoencoder(model_dir: str) -> Tuple[RunConfig, Autoencoder]:
-    """The run's configuration and its autoencoder with the newest checkpoint's weights."""
-    run = RunDirectory(model_dir)
+def load_trained_autoencoder(model_dir: str, *, log: Optional[Callable[[str], None]] = None
+                             ) -> Tuple[RunConfig, Autoencoder]:
+    """The run's configuration and its autoencoder with the newest verified checkpoint's
+    weights. A reader: it takes no lock and changes nothing in the directory."""
+    run = RunDirectory(model_dir, log=log)
     config = run.load_config()
     autoencoder = Autoencoder(config.model, image_shape_of(config))
     if run.latest_checkpoint() is None:
@@ -169,6 +466,129 @@ def load_trained_autoencoder(model_dir: str) -> Tuple[RunConfig, Autoencoder]:
 
 def image_shape_of(config: RunConfig) -> Tuple[int, int, int]:
     return (config.data.image_size, config.data.image_size, config.data.channels)
+
+
+# ------------------------------------------------------------- checkpoint files
+def _write_manifest(directory: str, fingerprint: dict) -> None:
+    files = {name: _sha256(os.path.join(directory, name))
+             for name in sorted(os.listdir(directory))}
+    fileio.atomic_write_json(os.path.join(directory, MANIFEST), {
+        "files": files, "training_fingerprint": fingerprint,
+        "rae_keras": rae_keras.__version__})
+
+
+def _read_manifest(path: str) -> Optional[dict]:
+    """The checkpoint's manifest; None for a checkpoint written before manifests."""
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.exists(manifest_path):
+        return None
+    try:
+        manifest = fileio.read_json(manifest_path)
+        files = manifest["files"]
+        ok = (isinstance(files, dict) and {WEIGHTS, STATE} <= set(files)
+              and isinstance(manifest["training_fingerprint"], dict))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise _Unusable(f"{MANIFEST} is unreadable ({_one_line(e)})") from None
+    if not ok:
+        raise _Unusable(f"{MANIFEST} is incomplete")
+    return manifest
+
+
+def _verify(path: str) -> Tuple[TrainingState, Optional[dict]]:
+    """Checks everything but the weights' content: the manifest's hashes, state.json,
+    optimizer.npz. Returns the state and the recorded fingerprint (None: no manifest)."""
+    manifest = _read_manifest(path)
+    if manifest is not None:
+        present = set(os.listdir(path)) - {MANIFEST}
+        if present != set(manifest["files"]):
+            raise _Unusable(f"its files ({', '.join(sorted(present))}) are not those its "
+                            f"manifest lists")
+        for name, digest in manifest["files"].items():
+            if _sha256(os.path.join(path, name)) != digest:
+                raise _Unusable(f"{name} does not match the sha256 in its manifest")
+    try:
+        state = TrainingState.from_dict(fileio.read_json(os.path.join(path, STATE)))
+    except (OSError, ValueError, TypeError) as e:
+        raise _Unusable(f"{STATE} is invalid ({_one_line(e)})") from None
+    if os.path.exists(os.path.join(path, OPTIMIZER)):
+        try:
+            _load_optimizer(os.path.join(path, OPTIMIZER))
+        except Exception as e:  # a zip, npy or I/O error: any of them means unreadable
+            raise _Unusable(f"{OPTIMIZER} does not load ({_one_line(e)})") from None
+    return state, manifest and manifest["training_fingerprint"]
+
+
+def _load_weights(autoencoder: Autoencoder, path: str) -> None:
+    model = autoencoder.full_model()
+    try:
+        model.load_weights(os.path.join(path, WEIGHTS))
+    except Exception as e:  # h5py and Keras raise many kinds for a damaged file
+        raise _Unusable(f"{WEIGHTS} does not load ({_one_line(e)})") from None
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise _Unusable(f"{WEIGHTS} holds non-finite weights")
+
+
+def _load_optimizer(path: str) -> List[np.ndarray]:
+    with np.load(path, allow_pickle=False) as saved:
+        return [saved[key] for key in sorted(saved.files)]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise _Unusable(f"{os.path.basename(path)} is unreadable ({e.strerror or e})") from None
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------- helpers
+def _remove(path: str) -> None:
+    """Deletes a file, a link (never what it points to) or a directory tree, if present."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.remove(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _fingerprint(config: RunConfig) -> dict:
+    """The training fingerprint as JSON stores it (lists, not tuples), so that one
+    read back from a manifest compares equal."""
+    return json.loads(json.dumps(config.training_fingerprint()))
+
+
+def _check_types(values: dict, defaults: dict, prefix: str = "") -> None:
+    """Refuses a config.json value whose JSON type differs from its field's default."""
+    for key, default in defaults.items():
+        if key not in values:
+            continue
+        value, name = values[key], prefix + key
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise TypeError(f"{name} is not an object")
+            _check_types(value, default, f"{name}.")
+        elif not _fits(value, default):
+            raise TypeError(f"{name} is {value!r}, not like {default!r}")
+
+
+def _fits(value, default) -> bool:
+    if default is None:  # optional paths
+        return value is None or isinstance(value, str)
+    if isinstance(value, bool) or isinstance(default, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, list) and all(
+            _fits(v, default[0] if default else 0.0) for v in value)
+    return type(value) is type(default)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:

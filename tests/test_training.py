@@ -46,10 +46,11 @@ def _config(tmp_path, scheme="recursive", epochs=1, normalization="none", filter
 
 
 def _train(config, splits=None, keep=100):
-    run = runs.RunDirectory(config.model_dir, keep_checkpoints=keep)
-    run.prepare(config)
-    autoencoder, state = training.train(config, splits or _splits(), run, log=lambda s: None,
-                                        verbose=0)
+    """Trains in a run directory that is closed (unlocked) again when this returns."""
+    with runs.RunDirectory(config.model_dir, keep_checkpoints=keep) as run:
+        run.prepare(config)
+        autoencoder, state = training.train(config, splits or _splits(), run,
+                                            log=lambda s: None, verbose=0)
     return run, autoencoder, state
 
 
@@ -199,8 +200,9 @@ def test_other_configuration_is_refused_unless_overwrite(tmp_path):
     other = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
     with pytest.raises(runs.RunDirError, match="epochs"):
         runs.RunDirectory(other.model_dir).prepare(other)
-    runs.RunDirectory(other.model_dir).prepare(other, overwrite=True)
-    assert runs.RunDirectory(other.model_dir).latest_checkpoint() is None
+    with runs.RunDirectory(other.model_dir) as run:
+        run.prepare(other, overwrite=True)
+        assert run.latest_checkpoint() is None
 
 
 def test_tensorboard_has_losses_per_stage_and_image_grids(tmp_path):
