@@ -18,6 +18,7 @@ Safety rules, because `--model_dir` is whatever the user typed:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -193,7 +194,7 @@ class RunDirectory:
                 "or empty --model_dir")
 
     def _holds_a_run(self) -> bool:
-        if self.checkpoints():
+        if any(os.path.exists(os.path.join(path, STATE)) for _, path in self.checkpoints()):
             return True
         try:
             return isinstance(fileio.read_json(self.config_path).get("config"), dict)
@@ -403,8 +404,7 @@ class RunDirectory:
                            ) -> Optional[Tuple[str, TrainingState]]:
         """The newest checkpoint that verifies (and whose weights load into
         `autoencoder`), with its state; None if there is none at all. Each damaged one
-        is reported through `log` and, by the writer, set aside as ckpt-N.unusable so
-        that pruning never keeps it instead of a good one."""
+        is reported (see `_set_aside`)."""
         found = self.checkpoints()
         reasons = []
         for _, path in reversed(found):
@@ -429,25 +429,28 @@ class RunDirectory:
         return None
 
     def _set_aside(self, path: str, reason: str) -> None:
-        name = os.path.basename(path)
-        if self._unlock is None:  # a reader changes nothing
-            self.log(f"warning: checkpoint {path} is unusable ({reason}); "
-                     "trying an older checkpoint")
-            return
-        _remove(path + ".unusable")
-        os.rename(path, path + ".unusable")
-        self.log(f"warning: checkpoint {path} is unusable ({reason}); set aside as "
-                 f"{name}.unusable, trying an older checkpoint")
+        """Reports a damaged checkpoint. The writer also renames it ckpt-N.unusable (out
+        of numbering and pruning) so that pruning never keeps it instead of a good one;
+        a reader changes nothing."""
+        outcome = "trying an older checkpoint"
+        if self._unlock is not None:
+            with contextlib.suppress(OSError):
+                _remove(path + ".unusable")
+                os.rename(path, path + ".unusable")
+                outcome = f"set aside as {os.path.basename(path)}.unusable, {outcome}"
+        self.log(f"warning: checkpoint {path} is unusable ({reason}); {outcome}")
 
     def _recorded_fingerprint(self) -> Optional[dict]:
-        """The configuration fingerprint the newest checkpoint with a manifest recorded."""
+        """The configuration fingerprint the newest checkpoint with a manifest recorded,
+        read back through RunConfig so that fields added since take their defaults (as
+        they do when config.json is read)."""
         for _, path in reversed(self.checkpoints()):
             try:
                 manifest = _read_manifest(path)
             except _Unusable:
                 continue
             if manifest is not None:
-                return manifest["training_fingerprint"]
+                return _fingerprint(RunConfig.from_dict(manifest["training_fingerprint"]))
         return None
 
 
