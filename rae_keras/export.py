@@ -1,26 +1,64 @@
-"""python -m rae_keras.export --model_dir=RUN [--export_dir=exported/NAME] [--version=N]
+"""python -m rae_keras.export --model_dir=RUN [--export_dir=BASE] [--version=N]
 
 Exports a run's newest checkpoint (SavedModel for TF Serving, plus TFLite).
+
+Where it writes comes from the command line only: --export_dir, else
+exported/<basename of --model_dir>. The run's config.json describes the model; it is
+not trusted to choose (or, with --overwrite, delete) a path.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any, Dict
+
+from rae_keras import fileio
 from rae_keras import flags as flags_lib
 from rae_keras import runs, serving
+from rae_keras.architecture import Autoencoder
 
 FLAGS = flags_lib.FLAGS
+
+
+def export_base_from_flags() -> str:
+    if FLAGS.export_dir:
+        return FLAGS.export_dir
+    if FLAGS.export_dir == "":
+        raise serving.ExportError("--export_dir is empty; give the export base to write")
+    return os.path.join("exported", os.path.basename(os.path.abspath(FLAGS.model_dir)))
+
+
+def training_provenance(state: runs.TrainingState) -> Dict[str, Any]:
+    """What rae_config.json records of the checkpoint the weights come from."""
+    phase_name = state.history[state.phase]["phase"] if state.phase < len(state.history) else None
+    return {"finished": state.finished, "phase": state.phase, "phase_name": phase_name,
+            "epoch": state.epoch, "epochs_done": state.epochs_done}
 
 
 def main(argv) -> None:
     del argv
     if not FLAGS.model_dir:
         raise runs.RunDirError("--model_dir=RUN is required (a run directory made by train)")
-    config, autoencoder = runs.load_trained_autoencoder(FLAGS.model_dir)
-    export_base = FLAGS.export_dir or config.export_dir or f"exported/{config.name}"
+    export_base = export_base_from_flags()
+    run = runs.RunDirectory(FLAGS.model_dir)
+    config = run.load_config()
+    if run.latest_checkpoint() is None:
+        raise runs.RunDirError(f"{run.path} has no checkpoint yet; train it first")
+    autoencoder = Autoencoder(config.model, runs.image_shape_of(config))
+    state = run.restore(autoencoder)  # weights and state of the same checkpoint
+    provenance = training_provenance(state)
+    if not state.finished and not FLAGS.allow_unfinished:
+        raise serving.ExportError(
+            f"{run.path} has not finished training (phase {state.phase + 1} "
+            f"{provenance['phase_name'] or ''}, epoch {state.epoch}); pass --allow_unfinished "
+            "to export its newest checkpoint anyway")
     version_dir = serving.export_model(autoencoder, config, export_base, version=FLAGS.version,
-                                       overwrite=FLAGS.overwrite, tflite=FLAGS.tflite)
+                                       overwrite=FLAGS.overwrite, tflite=FLAGS.tflite,
+                                       provenance=provenance)
     print(f"exported {version_dir}")
 
 
+ERRORS = (runs.RunDirError, serving.ExportError, fileio.WriteError)
+
 if __name__ == "__main__":
-    flags_lib.run_main(main, (runs.RunDirError, serving.ExportError))
+    flags_lib.run_main(main, ERRORS)

@@ -74,12 +74,18 @@ flags.DEFINE_float("test_fraction", 0.1, "Fraction of identities held out for te
 # Where things go.
 flags.DEFINE_string("model_dir", None, "Run directory (default runs/NAME).")
 flags.DEFINE_string("export_dir", None,
-                    "Export base (default exported/NAME); an empty value skips the export.")
+                    "Export base. train: default exported/NAME, an empty value skips the "
+                    "export. export: default exported/<basename of --model_dir>; never taken "
+                    "from the run's config.json.")
 flags.DEFINE_bool("overwrite", False,
                   "train: delete a model_dir that holds another configuration instead of "
                   "refusing; export: replace an existing --version.")
 flags.DEFINE_integer("version", None, "export: version to write (default: the next integer).")
 flags.DEFINE_bool("tflite", True, "Also write TFLite models next to the SavedModel.")
+flags.DEFINE_bool("allow_unfinished", False,
+                  "export: also export a run whose training has not finished (its newest "
+                  "checkpoint); rae_config.json then says finished: false, with the phase "
+                  "and epoch.")
 
 
 # evaluate.

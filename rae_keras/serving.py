@@ -15,9 +15,10 @@ Signatures (DESIGN section 5), every one with a dynamic batch dimension B:
     reconstruct_image_bytes  image_bytes string [B] (JPEG/PNG, any size)
                              -> reconstruction_bytes string [B] (PNG), reconstruction
 
-Each version is built in a hidden temporary sibling directory (`.tmp-...`, a name TF
+Each version is built in a hidden temporary sibling directory (`.N.tmp-*`, a name TF
 Serving never takes for a version) and renamed into place only when complete, so a
-watcher never sees half a version and a failure leaves nothing behind. The TFLite
+watcher never sees half a version and a failure leaves nothing behind; what a killed
+export leaves (`.N.tmp-*`, an old copy `.N.old-*`) the next export repairs. The TFLite
 files carry every signature but the bytes one (its decode/encode ops are not TFLite
 builtins); their batch dimension is dynamic too (`SignatureRunner` resizes the input
 to the array it is given).
@@ -27,12 +28,14 @@ This module never reads flags; the `export` and `train` drivers pass a RunConfig
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-import shutil
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import rae_keras
@@ -82,10 +85,108 @@ def latest_version(export_base: str) -> Optional[int]:
 
 
 def next_version(export_base: str) -> int:
-    """One past the highest version present (SavedModel or TFLite); 1 for a new base."""
-    taken = _integer_entries(export_base) + _integer_entries(
-        os.path.join(export_base, TFLITE_DIRNAME))
+    """One past the highest version present; 1 for a new base. Counts a version that
+    a killed overwrite left aside (the next export restores it) and TFLite directories,
+    but not orphans the next export removes."""
+    orphans = _orphan_tflite_versions(export_base)
+    taken = _integer_entries(export_base) + [
+        v for v in _integer_entries(os.path.join(export_base, TFLITE_DIRNAME))
+        if v not in orphans]
+    taken += [int(name) for name, kind, _ in fileio.staged_leftovers(export_base)
+              if kind == "old" and name.isdigit()]
     return max(taken) + 1 if taken else 1
+
+
+def _orphan_tflite_versions(export_base: str) -> List[int]:
+    """tflite/N without SavedModel N (or an old copy of it) holding exactly the files an
+    export writes: an export killed between its two commits left it. Anything else
+    there was not written by rae_keras and is kept (and its number stays taken)."""
+    versions = set(list_versions(export_base))
+    lite_base = os.path.join(export_base, TFLITE_DIRNAME)
+    ours = {f"{q}.tflite" for q in TFLITE_QUANTIZATIONS}
+    return [v for v in _integer_entries(lite_base)
+            if v not in versions and not fileio.asides(version_dir(export_base, v))
+            and set(os.listdir(os.path.join(lite_base, str(v)))) == ours]
+
+
+def repair_export_base(export_base: str) -> None:
+    """Undoes what killed exports left in `export_base`: removes their `.N.tmp-*`
+    temporaries and settles every version with an old copy aside or an orphan TFLite
+    directory (see `_settle_version`). Only for a writer holding the base's lock."""
+    lite_base = os.path.join(export_base, TFLITE_DIRNAME)
+    unsettled = set(_orphan_tflite_versions(export_base))
+    for directory in (export_base, lite_base):
+        for name, kind, path in fileio.staged_leftovers(directory):
+            if not name.isdigit():
+                continue  # not a version: not ours
+            if kind == "tmp":
+                fileio.remove_trees([path])
+            else:
+                unsettled.add(int(name))
+    for version in sorted(unsettled):
+        _settle_version(export_base, version)
+
+
+def _settle_version(export_base: str, version: int) -> None:
+    """Leaves version N whole after its swap finished, failed or was killed.
+
+    Overwriting an existing N, export_model moves the old tflite/N aside, then the old
+    N, then renames the new tflite/N in and the new N last (the commit point); no old
+    tflite/N is moved aside without an old N. So an old N aside next to N means the
+    swap committed: drop the old copies, TFLite first. An old N aside without N means
+    it did not, and a tflite/N there is the new one: remove it, put N back, then the
+    old tflite/N. Without N at all, a tflite/N is an orphan (see
+    `_orphan_tflite_versions`). Each step can be redone after a kill.
+    """
+    final, lite = version_dir(export_base, version), tflite_dir(export_base, version)
+    old, old_lite = fileio.asides(final), fileio.asides(lite)
+    if old and os.path.isdir(final):
+        fileio.remove_trees(old_lite + old)
+        return
+    if old:
+        fileio.remove_trees([lite])
+        os.rename(old[0], final)
+        fileio.remove_trees(old[1:])
+    if not os.path.isdir(final):
+        if version in _orphan_tflite_versions(export_base):
+            fileio.remove_trees([lite])
+        fileio.remove_trees(old_lite)
+    elif old_lite:
+        fileio.remove_trees([lite])
+        os.rename(old_lite[0], lite)
+        fileio.remove_trees(old_lite[1:])
+
+
+def weights_sha256(autoencoder: Autoencoder) -> str:
+    """Identifies the weights (every variable's path, dtype, shape and values), so a
+    rerun can tell an export of these very weights from another one."""
+    digest = hashlib.sha256()
+    for variable in autoencoder.full_model().weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{variable.path}:{value.dtype}:{value.shape}\n".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def latest_export_of(autoencoder: Autoencoder, export_base: str) -> Optional[str]:
+    """The newest version directory in `export_base` if it holds these weights."""
+    version = latest_version(export_base)
+    if version is None:
+        return None
+    try:
+        recorded = read_rae_config(version_dir(export_base, version)).get("weights_sha256")
+    except (OSError, ValueError):
+        return None  # not an export of ours, or from before the weights were recorded
+    if recorded != weights_sha256(autoencoder):
+        return None
+    return os.path.abspath(version_dir(export_base, version))
+
+
+def _first_non_finite(autoencoder: Autoencoder) -> Optional[str]:
+    for variable in autoencoder.full_model().weights:
+        if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
+            return variable.path
+    return None
 
 
 def depth_signature(depth: int) -> str:
@@ -259,17 +360,20 @@ def write_tflite(saved_model_dir: str, out_dir: str, signature_keys: Sequence[st
     return paths
 
 
-# --------------------------------------------------------------------------- atomic dirs
 # --------------------------------------------------------------------------- export
 def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, *,
                  version: Optional[int] = None, overwrite: bool = False,
-                 tflite: bool = True) -> str:
+                 tflite: bool = True, provenance: Optional[Dict[str, Any]] = None) -> str:
     """Export `autoencoder` as EXPORT_BASE/VERSION (and tflite/VERSION); returns the
     version directory. Without `version`, the next integer after the highest present.
+    `provenance` (e.g. the training state the weights come from) is added to
+    rae_config.json, with the weights' sha256.
 
     Everything is built in temporary siblings and renamed into place at the end (the
     TFLite directory first, the SavedModel last), so either the whole version appears
-    or, on any failure, nothing does and an ExportError says why.
+    or, on any failure, nothing does and an ExportError says why in one line. What a
+    killed export left is repaired by the next one (`repair_export_base`), under a lock
+    that keeps two exports from writing one base at once.
     """
     if not export_base:
         raise ExportError("no export directory given")
@@ -278,14 +382,36 @@ def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, 
         raise ExportError(
             f"model input {autoencoder.image_shape} does not match the config's "
             f"image_size/channels {expected}; the bytes signature would preprocess wrongly")
-    if version is None:
-        version = next_version(export_base)
-    if int(version) < 0:
+    non_finite = _first_non_finite(autoencoder)
+    if non_finite:
+        raise ExportError(f"refusing to export non-finite weights: {non_finite} holds NaN "
+                          "or infinity")
+    if version is not None and int(version) < 0:
         raise ExportError(f"version must be a non-negative integer, got {version}")
-    version = int(version)
+    base = os.path.abspath(export_base)
+    created: List[str] = []
+    try:
+        created = fileio.make_dirs(base)
+        with fileio.exclusive(base):
+            repair_export_base(base)
+            version = next_version(base) if version is None else int(version)
+            recorded = dict(provenance or {}, weights_sha256=weights_sha256(autoencoder))
+            return _write_version(autoencoder, config, base, version, overwrite, tflite,
+                                  recorded)
+    except BaseException as e:
+        fileio.remove_empty_dirs(created)
+        if isinstance(e, ExportError) or not isinstance(e, Exception):
+            raise
+        raise ExportError(_failure_message(e, base, version)) from e
+
+
+def _write_version(autoencoder: Autoencoder, config: RunConfig, export_base: str,
+                   version: int, overwrite: bool, tflite: bool, recorded: Dict[str, Any]
+                   ) -> str:
+    """export_model's work on a locked, repaired base; on failure leaves it as it was."""
     saved_model_final = version_dir(export_base, version)
     tflite_final = tflite_dir(export_base, version)
-    for final in (saved_model_final, tflite_final) if tflite else (saved_model_final,):
+    for final in (saved_model_final, tflite_final):
         if os.path.lexists(final) and not overwrite:
             raise ExportError(f"version {version} already exists at {final}; pass --overwrite")
 
@@ -294,22 +420,39 @@ def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, 
         saved_model = fileio.StagedDirectory(saved_model_final)
         staged.append(saved_model)
         write_saved_model(autoencoder, config, saved_model.tmp, version)
+        write_rae_config(saved_model.tmp, dict(read_rae_config(saved_model.tmp), **recorded))
         if tflite:
             lite = fileio.StagedDirectory(tflite_final)
             staged.append(lite)
             write_tflite(saved_model.tmp, lite.tmp,
                          tflite_signature_names(autoencoder.num_stages))
-            lite.commit(overwrite)
-        saved_model.commit(overwrite)  # last: what TF Serving watches
-    except BaseException as e:
+        # The swap, in the order _settle_version relies on.
+        if overwrite and os.path.isdir(saved_model_final):
+            fileio.move_aside(tflite_final)  # also when not writing TFLite: it is stale
+            fileio.move_aside(saved_model_final)
+        elif overwrite:
+            fileio.remove_trees([tflite_final])  # no version it could belong to
+        if tflite:
+            lite.commit()
+        saved_model.commit()  # last: what TF Serving watches
+    except BaseException:
+        with contextlib.suppress(OSError):  # else left as after a kill: repaired next time
+            _settle_version(export_base, version)  # puts the old copies back
         for s in reversed(staged):
             s.rollback()
-        if isinstance(e, ExportError) or not isinstance(e, Exception):
-            raise
-        raise ExportError(f"export of version {version} to {export_base} failed "
-                          f"(nothing was written): {type(e).__name__}: {e}") from e
-    for s in staged:
-        s.finish()
-    if overwrite and not tflite and os.path.isdir(tflite_final):
-        shutil.rmtree(tflite_final)  # it belonged to the version just replaced
-    return os.path.abspath(saved_model_final)
+        raise
+    with contextlib.suppress(OSError):
+        _settle_version(export_base, version)  # drops the old copies
+    return saved_model_final
+
+
+def _failure_message(e: Exception, export_base: str, version: Optional[int]) -> str:
+    """One line: an OSError's strerror and file, else the exception's first line."""
+    if isinstance(e, fileio.Busy):
+        return f"another export to {export_base} is in progress; try again when it ends"
+    if isinstance(e, OSError) and e.strerror:
+        reason = e.strerror + (f": {e.filename}" if e.filename else "")
+    else:
+        reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    what = f"version {version} to {export_base}" if version is not None else export_base
+    return f"export of {what} failed (nothing was written): {reason}"

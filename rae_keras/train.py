@@ -9,9 +9,10 @@ from absl import logging
 
 from rae_keras import config as config_lib
 from rae_keras import data as data_lib
-from rae_keras import distribute
+from rae_keras import distribute, export, fileio
 from rae_keras import flags as flags_lib
 from rae_keras import runs, serving, training
+from rae_keras.architecture import Autoencoder
 
 
 def main(argv) -> None:
@@ -31,16 +32,26 @@ def main(argv) -> None:
     if not chief:
         return  # the chief exports
     if config.export_dir and not state.exported:
-        version_dir = serving.export_model(autoencoder, config, config.export_dir,
-                                           tflite=flags_lib.FLAGS.tflite)
-        run.mark_exported(state, version_dir)
+        version_dir = export_trained(run, state, autoencoder, config, flags_lib.FLAGS.tflite)
         print(f"exported {version_dir}")
     elif state.exported:
         print(f"already exported to {state.exported}")
 
 
+def export_trained(run: runs.RunDirectory, state: runs.TrainingState,
+                   autoencoder: Autoencoder, config: config_lib.RunConfig, tflite: bool) -> str:
+    """Exports the trained model and records it in the run state. A rerun after a kill
+    between the two finds the version holding these weights and records it instead of
+    exporting them again as the next version."""
+    version_dir = serving.latest_export_of(autoencoder, config.export_dir) or \
+        serving.export_model(autoencoder, config, config.export_dir, tflite=tflite,
+                             provenance=export.training_provenance(state))
+    run.mark_exported(state, version_dir)
+    return version_dir
+
+
 ERRORS = (config_lib.ConfigError, data_lib.DataError, runs.RunDirError, serving.ExportError,
-          training.TrainingDiverged)
+          training.TrainingDiverged, fileio.WriteError)
 
 if __name__ == "__main__":
     flags_lib.run_main(main, ERRORS)
