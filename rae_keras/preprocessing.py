@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# Leading bytes of the formats whose size `header_size` can read; tf.io.decode_image
+# tells formats apart by the same bytes.
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BMP_MAGIC = b"BM"
 
-def decode_image(image_bytes: tf.Tensor, channels: int) -> tf.Tensor:
-    """JPEG/PNG/BMP/GIF bytes -> float32 [H, W, channels] in [0, 1].
 
-    Grayscale sources are replicated to RGB and RGB sources converted to gray as
-    `channels` asks. Decodes to RGB first because BMP and GIF decoders refuse
-    channels=1. Raises tf.errors.InvalidArgumentError on corrupt bytes.
+def decode_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+    """JPEG/PNG/BMP/GIF bytes -> uint8 [H, W, 3]; InvalidArgumentError on corrupt bytes.
+
+    Always RGB because BMP and GIF decoders refuse channels=1 (`to_channels` converts).
     """
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    return to_channels(tf.image.convert_image_dtype(image, tf.float32), channels)
+    return image
+
+
+def decode_image(image_bytes: tf.Tensor, channels: int) -> tf.Tensor:
+    """JPEG/PNG/BMP/GIF bytes -> float32 [H, W, channels] in [0, 1]."""
+    return to_channels(tf.image.convert_image_dtype(decode_pixels(image_bytes), tf.float32),
+                       channels)
 
 
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -34,13 +44,9 @@ def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     raise ValueError(f"cannot convert {source} channels to {channels}")
 
 
-def center_crop_and_resize(image: tf.Tensor, crop: int, image_size: int) -> tf.Tensor:
-    """Central square crop of side `crop` pixels (0 or larger than the image: the
-    largest central square), then an antialiased resize to image_size x image_size.
-
-    Float [H, W, C] in [0, 1] in, float32 [image_size, image_size, C] in [0, 1] out.
-    """
-    image = tf.convert_to_tensor(image, tf.float32)
+def center_crop(image: tf.Tensor, crop: int) -> tf.Tensor:
+    """Central square of side `crop` pixels of [H, W, C] (0 or larger than the image:
+    the largest central square); any dtype."""
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     side = tf.minimum(height, width)
@@ -48,12 +54,63 @@ def center_crop_and_resize(image: tf.Tensor, crop: int, image_size: int) -> tf.T
         side = tf.minimum(side, crop)
     top = (height - side) // 2
     left = (width - side) // 2
-    image = image[top:top + side, left:left + side, :]
+    return image[top:top + side, left:left + side, :]
+
+
+def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Float [H, W, C] in [0, 1] -> antialiased float32 [image_size, image_size, C] in [0, 1]."""
     image = tf.image.resize(image, (image_size, image_size), antialias=True)
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
+def center_crop_and_resize(image: tf.Tensor, crop: int, image_size: int) -> tf.Tensor:
+    """`center_crop` then `resize`: float [H, W, C] in [0, 1] in, float32
+    [image_size, image_size, C] out."""
+    return resize(center_crop(tf.convert_to_tensor(image, tf.float32), crop), image_size)
+
+
 def preprocess_bytes(image_bytes: tf.Tensor, crop: int, image_size: int,
                      channels: int) -> tf.Tensor:
-    """Encoded photo -> model input: what training sees and what serving applies."""
-    return center_crop_and_resize(decode_image(image_bytes, channels), crop, image_size)
+    """Encoded photo -> model input: what training sees and what serving applies.
+
+    Crops the uint8 image before converting it, so only the crop ever exists as float32
+    (4 bytes a value): a large photo costs its decoded size once, not five times. The
+    conversions are per pixel, so the order does not change the result.
+    """
+    pixels = center_crop(decode_pixels(image_bytes), crop)
+    image = to_channels(tf.image.convert_image_dtype(pixels, tf.float32), channels)
+    return resize(image, image_size)
+
+
+def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int64 [height, width] that a JPEG, PNG or BMP header declares, read without
+    decoding anything; [-1, -1] for any other format.
+
+    What a decoder would allocate is known before it runs, so a small file declaring
+    a huge image (a decompression bomb) can be refused at the cost of reading a few
+    bytes. Raises InvalidArgumentError when the header itself is cut short.
+    """
+    def jpeg():
+        return tf.io.extract_jpeg_shape(image_bytes, output_type=tf.int64)[:2]
+
+    def png():  # IHDR: width and height, big-endian, at bytes 16..24
+        width_height = tf.io.decode_raw(tf.strings.substr(image_bytes, 16, 8), tf.int32,
+                                        little_endian=False, fixed_length=8)
+        return tf.cast(tf.reverse(width_height, [0]), tf.int64)
+
+    def bmp():  # BITMAPINFOHEADER: width and height, little-endian, at bytes 18..26;
+        # a negative height means rows stored top-down
+        width_height = tf.io.decode_raw(tf.strings.substr(image_bytes, 18, 8), tf.int32,
+                                        little_endian=True, fixed_length=8)
+        return tf.abs(tf.cast(tf.reverse(width_height, [0]), tf.int64))
+
+    def other():
+        return tf.constant([-1, -1], tf.int64)
+
+    def starts_with(magic: bytes) -> tf.Tensor:
+        return tf.equal(tf.strings.substr(image_bytes, 0, len(magic)), magic)
+
+    known = tf.stack([starts_with(JPEG_MAGIC), starts_with(PNG_MAGIC),
+                      starts_with(BMP_MAGIC), tf.constant(True)])
+    branch = tf.argmax(tf.cast(known, tf.int32), output_type=tf.int32)  # the first match
+    return tf.switch_case(branch, [jpeg, png, bmp, other])

@@ -116,7 +116,8 @@ def test_signature_names_inputs_outputs(export):
         "decode": ({"code": ((None, *c), tf.float32)}, recon),
         "reconstruct_image_bytes": (
             {"image_bytes": ((None,), tf.string)},
-            {"reconstruction_bytes": ((None,), tf.string), **recon}),
+            {"reconstruction_bytes": ((None,), tf.string), **recon,
+             "valid": ((None,), tf.bool), "error": ((None,), tf.string)}),
     }
     for k in range(1, export.n + 1):
         expected[f"reconstruct_depth_{k}"] = (images, recon)
@@ -220,6 +221,8 @@ def test_bytes_signature_formats_and_channels(export):
 
 @pytest.mark.parametrize("corrupt", ["garbage", "truncated_jpeg", "empty", "one_bad_in_batch"])
 def test_bytes_signature_rejects_corrupt_input(gray, corrupt):
+    """A corrupt photo fails only itself (valid=False, a reason, no PNG, zeros), alone
+    or next to a good photo, which is reconstructed as if sent alone."""
     good = _photo((30, 30), "RGB", "JPEG")
     batch = {
         "garbage": [b"this is not an image at all"],
@@ -227,8 +230,17 @@ def test_bytes_signature_rejects_corrupt_input(gray, corrupt):
         "empty": [b""],
         "one_bad_in_batch": [good, b"\x89PNG\r\n\x1a\n" + b"\0" * 40],
     }[corrupt]
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        gray.sig("reconstruct_image_bytes")(image_bytes=tf.constant(batch))
+    fn = gray.sig("reconstruct_image_bytes")
+    out = {k: v.numpy() for k, v in fn(image_bytes=tf.constant(batch)).items()}
+    bad = len(batch) - 1
+    assert out["valid"].tolist() == [True] * bad + [False]
+    assert out["error"][bad] and out["reconstruction_bytes"][bad] == b""
+    assert not out["reconstruction"][bad].any()
+    if bad:
+        alone = fn(image_bytes=tf.constant([good]))
+        assert out["error"][0] == b""
+        np.testing.assert_allclose(out["reconstruction"][0], alone["reconstruction"][0],
+                                   atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------ plain TensorFlow
@@ -279,7 +291,7 @@ def test_loads_with_plain_tensorflow(rgb, tmp_path):
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(tmp_path / "out.npz")
-    assert len(got.files) == len(serving.signature_names(rgb.n)) + 1
+    assert len(got.files) == len(serving.signature_names(rgb.n)) + 3  # bytes: 4 outputs
     for key in got.files:
         name, output = key.split("/")
         if name == "reconstruct_image_bytes":

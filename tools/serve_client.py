@@ -47,6 +47,12 @@ def _decode_binary(value: Any) -> bytes:
         f"expected a {{'b64': ...}} value for {OUTPUT!r}, got {type(value).__name__}")
 
 
+def _refused(valid: Any, error: Any) -> None:
+    """The signature answers a photo it cannot use with valid=false and the reason."""
+    if valid is False:
+        raise ServingError(f"server error: photo refused: {error or 'no reason given'}")
+
+
 def parse_responses(response: Dict[str, Any]) -> List[bytes]:
     """Every PNG in a TF Serving REST reply, row ("predictions") or columnar ("outputs")."""
     if "error" in response:
@@ -55,11 +61,18 @@ def parse_responses(response: Dict[str, Any]) -> List[bytes]:
         rows = response["predictions"]
         if not isinstance(rows, list):
             raise ServingError("'predictions' is not a list")
+        for row in rows:
+            if isinstance(row, dict):
+                _refused(row.get("valid"), row.get("error"))
         # Several outputs: one dict per instance. A single output would be bare values.
         return [_decode_binary(row[OUTPUT] if isinstance(row, dict) and OUTPUT in row else row)
                 for row in rows]
     if "outputs" in response:
         outputs = response["outputs"]
+        if isinstance(outputs, dict) and isinstance(outputs.get("valid"), list):
+            errors = outputs.get("error") or [None] * len(outputs["valid"])
+            for valid, error in zip(outputs["valid"], errors):
+                _refused(valid, error)
         values = outputs[OUTPUT] if isinstance(outputs, dict) and OUTPUT in outputs else outputs
         if not isinstance(values, list):
             values = [values]
