@@ -14,6 +14,8 @@ from typing import Any, Optional, Tuple
 SCHEMES = ("stacked", "recursive", "recursive_interleaved", "recursive_finetune", "joint")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 DATASETS = ("lfw_subset", "folder", "lfw")
+# The data of a Python `fit` call: arrays or a tf.data pipeline, identified by fingerprint.
+ARRAYS = "arrays"
 NORMALIZATIONS = ("none", "batch", "shared_batch")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 # Larger images exhaust memory before the first step (one 65536x65536 image is 16 GiB
@@ -45,6 +47,8 @@ class DataConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        if self.dataset == ARRAYS:
+            return  # given in Python: fit checked the arrays themselves
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
         if self.dataset == "folder" and not self.data_dir:
@@ -171,11 +175,17 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     distribute: DistributeConfig = DistributeConfig()
+    # Written by `fit`: what exactly was trained, so a run directory refuses other data
+    # or another network, and `load` can rebuild the model (its Keras config, as JSON).
+    data_fingerprint: str = ""
+    model_fingerprint: str = ""
+    keras_model: str = ""
 
     def validate(self) -> "RunConfig":
         self.distribute.validate()
         self.data.validate()
-        self.model.validate(self.data.image_size)
+        if self.data.dataset != ARRAYS:  # a Python model describes itself (keras_model)
+            self.model.validate(self.data.image_size)
         self.train.validate()
         if self.train.level_weights and len(self.train.level_weights) != self.model.num_stages:
             raise ConfigError(f"level_weights has {len(self.train.level_weights)} values for "
@@ -188,7 +198,7 @@ class RunConfig:
     def training_fingerprint(self) -> dict:
         """The settings a resumed run must share with the one it continues."""
         d = self.to_dict()
-        for key in ("name", "model_dir", "export_dir", "distribute"):
+        for key in ("name", "model_dir", "export_dir", "distribute", "keras_model"):
             d.pop(key)
         for key in ("steps_per_execution", "cache_frozen_prefix"):  # speed knobs only
             d["train"].pop(key)
@@ -212,6 +222,9 @@ class RunConfig:
             model=build(ModelConfig, d.get("model", {})),
             train=build(TrainConfig, d.get("train", {})),
             distribute=build(DistributeConfig, d.get("distribute", {})),
+            data_fingerprint=d.get("data_fingerprint", ""),
+            model_fingerprint=d.get("model_fingerprint", ""),
+            keras_model=d.get("keras_model", ""),
         )
 
 

@@ -15,7 +15,6 @@ from typing import Any, Dict
 from rae_keras import fileio
 from rae_keras import flags as flags_lib
 from rae_keras import runs, serving
-from rae_keras.architecture import Autoencoder
 
 FLAGS = flags_lib.FLAGS
 
@@ -40,16 +39,11 @@ def main(argv) -> None:
     if not FLAGS.model_dir:
         raise runs.RunDirError("--model_dir=RUN is required (a run directory made by train)")
     export_base = export_base_from_flags()
-    run = runs.RunDirectory(FLAGS.model_dir)
-    config = run.load_config()
-    if run.latest_checkpoint() is None:
-        raise runs.RunDirError(f"{run.path} has no checkpoint yet; train it first")
-    autoencoder = Autoencoder(config.model, runs.image_shape_of(config))
-    state = run.restore(autoencoder)  # weights and state of the same checkpoint
+    config, autoencoder, state = runs.load_trained(FLAGS.model_dir)
     provenance = training_provenance(state)
     if not state.finished and not FLAGS.allow_unfinished:
         raise serving.ExportError(
-            f"{run.path} has not finished training (phase {state.phase + 1} "
+            f"{FLAGS.model_dir} has not finished training (phase {state.phase + 1} "
             f"{provenance['phase_name'] or ''}, epoch {state.epoch}); pass --allow_unfinished "
             "to export its newest checkpoint anyway")
     version_dir = serving.export_model(autoencoder, config, export_base, version=FLAGS.version,

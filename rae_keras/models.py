@@ -18,6 +18,8 @@ first stage that uses it: it trains there and is frozen in later stages.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
@@ -55,11 +57,14 @@ class StagedAutoencoder(keras.Model):
 
     # ------------------------------------------------------------------- shapes
     def _check_pairs(self) -> List[Shape]:
-        """Traces every stage once (creating every variable) and returns h_0..h_N's shapes."""
-        h = keras.Input(shape=self.sample_shape)
-        shapes = [self.sample_shape]
-        for k, (encoder, decoder) in enumerate(zip(self.encoders, self.decoders), start=1):
-            code = encoder(h)
+        """Traces the encoders down and the decoders back up once (creating every
+        variable in that order) and returns h_0..h_N's shapes."""
+        activations = [keras.Input(shape=self.sample_shape)]
+        for encoder in self.encoders:
+            activations.append(encoder(activations[-1]))
+        for k in range(self.num_stages, 0, -1):
+            encoder, decoder = self.encoders[k - 1], self.decoders[k - 1]
+            h, code = activations[k - 1], activations[k]
             back = decoder(code)
             if tuple(back.shape[1:]) != tuple(h.shape[1:]):
                 raise ValueError(
@@ -67,9 +72,7 @@ class StagedAutoencoder(keras.Model):
                     f"{tuple(code.shape[1:])} to {tuple(back.shape[1:])}, but encoder "
                     f"{encoder.name!r} takes {tuple(h.shape[1:])}; the decoder must give back "
                     "the shape of the encoder's input")
-            h = code
-            shapes.append(tuple(int(d) for d in code.shape[1:]))
-        return shapes
+        return [tuple(int(d) for d in a.shape[1:]) for a in activations]
 
     @property
     def num_stages(self) -> int:
@@ -117,10 +120,27 @@ class StagedAutoencoder(keras.Model):
     def _pair_leaves(self, stage: int) -> List[keras.layers.Layer]:
         leaves: List[keras.layers.Layer] = []
         for block in (self.encoders[stage - 1], self.decoders[stage - 1]):
-            for layer in _leaves(block):
+            for layer in leaf_layers(block):
                 if not any(layer is seen for seen in leaves):
                     leaves.append(layer)
         return leaves
+
+    def structure_fingerprint(self) -> str:
+        """sha256 of what a run's checkpoints must match: per stage, each layer's class,
+        config and weight shapes (without names, which Keras numbers per process, and
+        `trainable`, which the schemes change)."""
+        def describe(layer):
+            try:
+                config = {k: v for k, v in layer.get_config().items()
+                          if k not in ("name", "trainable")}
+            except NotImplementedError:
+                config = {}
+            return [type(layer).__name__, config, [list(w.shape) for w in layer.weights]]
+
+        structure = [[describe(layer) for layer in self.stage_layers(k)]
+                     for k in range(1, self.num_stages + 1)]
+        return hashlib.sha256(json.dumps([list(self.sample_shape), structure], sort_keys=True,
+                                         default=str).encode()).hexdigest()
 
     # ------------------------------------------------------------------- paths
     def encode_path(self, h, from_depth: int, to_depth: int):
@@ -315,7 +335,7 @@ def _conv_blocks(config: ModelConfig, image_channels: int, dtype
     return encoders, decoders
 
 
-def _leaves(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+def leaf_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
     """The innermost layers of `layer`, each once. Containers (Sequential, functional
     models: every weight belongs to a child) are opened; any other layer, a user's
     custom block included, is one unit that freezes as a whole."""
@@ -326,7 +346,7 @@ def _leaves(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
         return [layer]
     out: List[keras.layers.Layer] = []
     for child in children:
-        for leaf in _leaves(child):
+        for leaf in leaf_layers(child):
             if not any(leaf is o for o in out):
                 out.append(leaf)
     return out

@@ -35,6 +35,49 @@ def pair_losses(outputs, level_weights: Sequence[float]) -> tf.Tensor:
     return total
 
 
+# ----------------------------------------------------------------------- objectives
+# Functional models over a StagedAutoencoder's layers (cached on the model), whose
+# outputs are the flat [prediction, target, ...] pairs a ReconstructionTrainer fits.
+def stage_objective(model, stage: int, on_activation: bool = False) -> keras.Model:
+    """Stage k: [decoders[k-1](encoders[k-1](h_(k-1))), h_(k-1)]. Its input is the image,
+    or with `on_activation` h_(k-1) itself (computed once by a frozen, cached prefix)."""
+    start = stage - 1 if on_activation else 0
+
+    def build(inputs):
+        target = model.encode_path(inputs, start, stage - 1)
+        return [model.decode_path(model.encode_path(target, stage - 1, stage), stage, stage - 1),
+                target]
+
+    name = f"stage_{stage}_objective" + (f"_on_h{stage - 1}" if on_activation else "")
+    return model.objective(name, build, input_depth=start)
+
+
+def full_objective(model) -> keras.Model:
+    """[x_hat, x]: the end-to-end reconstruction loss."""
+    n = model.num_stages
+    return model.objective("full_objective",
+                           lambda x: [model.decode_path(model.encode_path(x, 0, n), n, 0), x])
+
+
+def joint_objective(model) -> keras.Model:
+    """[r_0, h_0, r_1, h_1, ..., r_(N-1), h_(N-1)] (level 0 = the input): r_(k-1) =
+    decoders[k-1](r_k) is the decoder path from the code (r_N = h_N), h_(k-1) the encoder
+    activation it mirrors."""
+    n = model.num_stages
+
+    def build(x):
+        activations = [x]
+        for k in range(1, n + 1):
+            activations.append(model.encode_path(activations[-1], k - 1, k))
+        pairs, r = {}, activations[-1]
+        for k in range(n, 0, -1):
+            r = model.decode_path(r, k, k - 1)
+            pairs[k - 1] = [r, activations[k - 1]]
+        return [t for level in range(n) for t in pairs[level]]
+
+    return model.objective("joint_objective", build)
+
+
 def _apply(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
            variables: List[keras.Variable]) -> None:
     scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16

@@ -38,7 +38,7 @@ import tensorflow as tf
 
 import rae_keras
 from rae_keras import fileio
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder, StagedAutoencoder
 from rae_keras.config import RunConfig
 
 _CKPT = re.compile(r"^ckpt-(\d+)$")
@@ -310,7 +310,7 @@ class RunDirectory:
         found = self.checkpoints()
         return found[-1][1] if found else None
 
-    def save_checkpoint(self, autoencoder: Autoencoder, state: TrainingState,
+    def save_checkpoint(self, autoencoder: StagedAutoencoder, state: TrainingState,
                         optimizer_variables: Optional[List[keras.Variable]] = None) -> str:
         def write(tmp: str) -> None:
             autoencoder.full_model().save_weights(os.path.join(tmp, WEIGHTS))
@@ -371,7 +371,7 @@ class RunDirectory:
                                f"{kept}")
         return RunDirError(f"could not write {what} in {self.path} ({_one_line(error)}); {kept}")
 
-    def restore(self, autoencoder: Autoencoder) -> TrainingState:
+    def restore(self, autoencoder: StagedAutoencoder) -> TrainingState:
         """Loads the newest checkpoint that verifies into `autoencoder`; its training
         state (a fresh one if there is no checkpoint). `restore_optimizer` then reads
         the same checkpoint."""
@@ -400,7 +400,7 @@ class RunDirectory:
             variable.assign(value)
         return True
 
-    def _usable_checkpoint(self, autoencoder: Optional[Autoencoder] = None
+    def _usable_checkpoint(self, autoencoder: Optional[StagedAutoencoder] = None
                            ) -> Optional[Tuple[str, TrainingState]]:
         """The newest checkpoint that verifies (and whose weights load into
         `autoencoder`), with its state; None if there is none at all. Each damaged one
@@ -454,17 +454,30 @@ class RunDirectory:
         return None
 
 
-def load_trained_autoencoder(model_dir: str, *, log: Optional[Callable[[str], None]] = None
-                             ) -> Tuple[RunConfig, Autoencoder]:
-    """The run's configuration and its autoencoder with the newest verified checkpoint's
-    weights. A reader: it takes no lock and changes nothing in the directory."""
+def load_trained(model_dir: str, *, log: Optional[Callable[[str], None]] = None
+                 ) -> Tuple[RunConfig, StagedAutoencoder, TrainingState]:
+    """The run's configuration, its model with the newest verified checkpoint's weights,
+    and that checkpoint's training state. A reader: it takes no lock and changes
+    nothing in the directory."""
     run = RunDirectory(model_dir, log=log)
     config = run.load_config()
-    autoencoder = Autoencoder(config.model, image_shape_of(config))
     if run.latest_checkpoint() is None:
         raise RunDirError(f"{run.path} has no checkpoint yet; train it first")
-    run.restore(autoencoder)
-    return config, autoencoder
+    model = build_model(config)
+    state = run.restore(model)
+    return config, model, state
+
+
+def build_model(config: RunConfig) -> StagedAutoencoder:
+    """The untrained model a run trains: the Keras config `fit` recorded, or the
+    command line's ConvAutoencoder."""
+    if config.keras_model:
+        try:
+            return keras.saving.deserialize_keras_object(json.loads(config.keras_model))
+        except Exception as e:  # a custom layer that is not registered, or a damaged file
+            raise RunDirError(f"cannot rebuild the model of this run ({_one_line(e)}); import "
+                              "the module that registers its custom layers first") from None
+    return ConvAutoencoder.from_model_config(config.model, image_shape_of(config))
 
 
 def image_shape_of(config: RunConfig) -> Tuple[int, int, int]:
@@ -521,7 +534,7 @@ def _verify(path: str) -> Tuple[TrainingState, Optional[dict]]:
     return state, manifest and manifest["training_fingerprint"]
 
 
-def _load_weights(autoencoder: Autoencoder, path: str) -> None:
+def _load_weights(autoencoder: StagedAutoencoder, path: str) -> None:
     model = autoencoder.full_model()
     try:
         model.load_weights(os.path.join(path, WEIGHTS))

@@ -13,8 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 
-from rae_keras.architecture import Autoencoder
+from rae_keras import objectives
 from rae_keras.config import TrainConfig
+from rae_keras.models import StagedAutoencoder
 from rae_keras.objectives import InterleavedTrainer, ReconstructionTrainer
 
 OptimizerFactory = Callable[[], keras.optimizers.Optimizer]
@@ -49,26 +50,25 @@ class Phase:
         return trainer
 
 
-def stacked(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+def stacked(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """The baseline: the whole autoencoder end to end, every layer trainable."""
     return [_end_to_end("end_to_end", autoencoder, config.epochs)]
 
 
-def recursive(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+def recursive(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """The paper: stage k fits d_k(e_k(h_(k-1))) to h_(k-1), with e_1..e_(k-1) frozen.
     With `cache_frozen_prefix`, stage k trains on h_(k-1) computed once."""
     phases = []
     for k in range(1, autoencoder.num_stages + 1):
         cached = config.cache_frozen_prefix and k > 1
-        objective = (autoencoder.stage_objective_on_activation(k) if cached
-                     else autoencoder.stage_objective(k))
+        objective = objectives.stage_objective(autoencoder, k, on_activation=cached)
         phases.append(Phase(f"stage_{k}", config.epochs, k, objective,
                             trainable=autoencoder.stage_layers(k), show_depths=True,
                             input_depth=k - 1 if cached else 0))
     return phases
 
 
-def recursive_finetune(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+def recursive_finetune(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """`recursive`, then `finetune_epochs` of end-to-end training of the assembled model."""
     phases = recursive(autoencoder, config)
     if config.finetune_epochs:
@@ -76,37 +76,38 @@ def recursive_finetune(autoencoder: Autoencoder, config: TrainConfig) -> List[Ph
     return phases
 
 
-def recursive_interleaved(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+def recursive_interleaved(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """The original code's schedule: every batch, one step per stage in turn."""
     n = autoencoder.num_stages
 
     def make_trainer(make_optimizer: OptimizerFactory) -> keras.Model:
         return InterleavedTrainer(
             prefixes=[None] + [autoencoder.encoder(k - 1) for k in range(2, n + 1)],
-            objectives=[autoencoder.stage_objective_on_activation(k) for k in range(1, n + 1)],
+            objectives=[objectives.stage_objective(autoencoder, k, on_activation=True)
+                        for k in range(1, n + 1)],
             stage_variables=[[v for layer in autoencoder.stage_layers(k)
                               for v in layer.trainable_weights] for k in range(1, n + 1)],
             make_optimizer=make_optimizer)
 
-    return [Phase("interleaved", config.epochs, n, autoencoder.full_objective(),
+    return [Phase("interleaved", config.epochs, n, objectives.full_objective(autoencoder),
                   show_depths=True, make_trainer=make_trainer,
                   note="every batch, stage k = 1..N in turn updates only e_k, d_k "
                        "(own optimizer; e_1..e_(k-1) frozen for that step)")]
 
 
-def joint(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+def joint(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """One model, a loss at every level: the decoder path from the code against the
     encoder activation it mirrors (targets without gradient)."""
     return [Phase("joint", config.epochs, autoencoder.num_stages,
-                  autoencoder.joint_objective(), level_weights=config.level_weights or None,
+                  objectives.joint_objective(autoencoder), level_weights=config.level_weights or None,
                   show_depths=True)]
 
 
-def _end_to_end(name: str, autoencoder: Autoencoder, epochs: int) -> Phase:
-    return Phase(name, epochs, autoencoder.num_stages, autoencoder.full_objective())
+def _end_to_end(name: str, autoencoder: StagedAutoencoder, epochs: int) -> Phase:
+    return Phase(name, epochs, autoencoder.num_stages, objectives.full_objective(autoencoder))
 
 
-SCHEMES: Dict[str, Callable[[Autoencoder, TrainConfig], List[Phase]]] = {
+SCHEMES: Dict[str, Callable[[StagedAutoencoder, TrainConfig], List[Phase]]] = {
     "stacked": stacked,
     "recursive": recursive,
     "recursive_interleaved": recursive_interleaved,
@@ -115,7 +116,7 @@ SCHEMES: Dict[str, Callable[[Autoencoder, TrainConfig], List[Phase]]] = {
 }
 
 
-def phases_for(autoencoder: Autoencoder, config: TrainConfig) -> List[Phase]:
+def phases_for(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     try:
         scheme = SCHEMES[config.scheme]
     except KeyError:

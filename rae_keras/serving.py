@@ -58,7 +58,7 @@ import tensorflow as tf
 
 import rae_keras
 from rae_keras import fileio
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import StagedAutoencoder
 from rae_keras.config import RunConfig
 from rae_keras.preprocessing import header_size, preprocess_bytes
 
@@ -176,7 +176,7 @@ def _settle_version(export_base: str, version: int) -> None:
         fileio.remove_trees(old_lite[1:])
 
 
-def weights_sha256(autoencoder: Autoencoder) -> str:
+def weights_sha256(autoencoder: StagedAutoencoder) -> str:
     """Identifies the weights (every variable's path, dtype, shape and values), so a
     rerun can tell an export of these very weights from another one."""
     digest = hashlib.sha256()
@@ -187,7 +187,7 @@ def weights_sha256(autoencoder: Autoencoder) -> str:
     return digest.hexdigest()
 
 
-def latest_export_of(autoencoder: Autoencoder, export_base: str) -> Optional[str]:
+def latest_export_of(autoencoder: StagedAutoencoder, export_base: str) -> Optional[str]:
     """The newest version directory in `export_base` if it holds these weights."""
     version = latest_version(export_base)
     if version is None:
@@ -201,7 +201,7 @@ def latest_export_of(autoencoder: Autoencoder, export_base: str) -> Optional[str
     return os.path.abspath(version_dir(export_base, version))
 
 
-def _first_non_finite(autoencoder: Autoencoder) -> Optional[str]:
+def _first_non_finite(autoencoder: StagedAutoencoder) -> Optional[str]:
     for variable in autoencoder.full_model().weights:
         if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
             return variable.path
@@ -314,7 +314,7 @@ def _image_errors(status: tf.Tensor, height_width: tf.Tensor, max_pixels: int) -
                     tf.gather(_IMAGE_ERRORS, status))
 
 
-def serving_functions(autoencoder: Autoencoder, config: RunConfig, *,
+def serving_functions(autoencoder: StagedAutoencoder, config: RunConfig, *,
                       max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
                       ) -> Dict[str, tuple]:
     """Signature name -> (fn, input_signature). Every fn returns a dict of named outputs.
@@ -373,7 +373,7 @@ def serving_functions(autoencoder: Autoencoder, config: RunConfig, *,
     return functions
 
 
-def build_export_archive(autoencoder: Autoencoder, config: RunConfig, *,
+def build_export_archive(autoencoder: StagedAutoencoder, config: RunConfig, *,
                          max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
                          ) -> keras.export.ExportArchive:
     """An ExportArchive over the autoencoder's variables with every signature."""
@@ -387,7 +387,7 @@ def build_export_archive(autoencoder: Autoencoder, config: RunConfig, *,
     return archive
 
 
-def rae_config(autoencoder: Autoencoder, config: RunConfig, version: int, *,
+def rae_config(autoencoder: StagedAutoencoder, config: RunConfig, version: int, *,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
     """What assets.extra/rae_config.json holds: enough to use the export without the run."""
     model = config.model
@@ -433,7 +433,7 @@ def read_rae_config(saved_model_dir: str) -> dict:
         return json.load(f)
 
 
-def write_saved_model(autoencoder: Autoencoder, config: RunConfig, path: str,
+def write_saved_model(autoencoder: StagedAutoencoder, config: RunConfig, path: str,
                       version: int, *,
                       max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
     """The SavedModel with every signature and its rae_config.json, into `path`."""
@@ -479,7 +479,7 @@ def write_tflite(saved_model_dir: str, out_dir: str, signature_keys: Sequence[st
 
 
 # --------------------------------------------------------------------------- export
-def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, *,
+def export_model(autoencoder: StagedAutoencoder, config: RunConfig, export_base: str, *,
                  version: Optional[int] = None, overwrite: bool = False,
                  tflite: bool = True, provenance: Optional[Dict[str, Any]] = None,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
@@ -524,7 +524,7 @@ def export_model(autoencoder: Autoencoder, config: RunConfig, export_base: str, 
         raise ExportError(_failure_message(e, base, version)) from e
 
 
-def _write_version(autoencoder: Autoencoder, config: RunConfig, export_base: str,
+def _write_version(autoencoder: StagedAutoencoder, config: RunConfig, export_base: str,
                    version: int, overwrite: bool, tflite: bool, recorded: Dict[str, Any],
                    *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
     """export_model's work on a locked, repaired base; on failure leaves it as it was."""

@@ -12,7 +12,7 @@ from rae_keras import data as data_lib
 from rae_keras import distribute, export, fileio
 from rae_keras import flags as flags_lib
 from rae_keras import runs, serving, training
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import StagedAutoencoder
 
 
 def main(argv) -> None:
@@ -20,26 +20,27 @@ def main(argv) -> None:
     logging.set_verbosity(logging.INFO)
     config = flags_lib.run_config_from_flags()
     strategy = distribute.make_strategy(config.distribute)  # before any other TF work
-    splits = data_lib.load_splits(config.data)
     chief = distribute.is_chief(strategy)
-    run = runs.RunDirectory(config.model_dir if chief
-                            else distribute.scratch_dir(config.model_dir, strategy))
-    run.prepare(config, overwrite=flags_lib.FLAGS.overwrite)
-    print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
-          f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir {run.path}; "
-          f"{distribute.describe(strategy)}")
-    autoencoder, state = training.train(config, splits, run, strategy=strategy)
-    if not chief:
-        return  # the chief exports
-    if config.export_dir and not state.exported:
-        version_dir = export_trained(run, state, autoencoder, config, flags_lib.FLAGS.tflite)
-        print(f"exported {version_dir}")
-    elif state.exported:
-        print(f"already exported to {state.exported}")
+    with runs.RunDirectory(config.model_dir if chief
+                           else distribute.scratch_dir(config.model_dir, strategy)) as run:
+        # Claimed first: a busy, foreign or mismatched directory fails before any loading.
+        run.prepare(config, overwrite=flags_lib.FLAGS.overwrite)
+        splits = data_lib.load_splits(config.data)
+        print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
+              f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir "
+              f"{run.path}; {distribute.describe(strategy)}")
+        autoencoder, state = training.train(config, splits, run, strategy=strategy)
+        if not chief:
+            return  # the chief exports
+        if config.export_dir and not state.exported:
+            version_dir = export_trained(run, state, autoencoder, config, flags_lib.FLAGS.tflite)
+            print(f"exported {version_dir}")
+        elif state.exported:
+            print(f"already exported to {state.exported}")
 
 
 def export_trained(run: runs.RunDirectory, state: runs.TrainingState,
-                   autoencoder: Autoencoder, config: config_lib.RunConfig, tflite: bool) -> str:
+                   autoencoder: StagedAutoencoder, config: config_lib.RunConfig, tflite: bool) -> str:
     """Exports the trained model and records it in the run state. A rerun after a kill
     between the two finds the version holding these weights and records it instead of
     exporting them again as the next version."""

@@ -1,49 +1,233 @@
-"""The training loop: runs a scheme's phases with resume, checkpoints and summaries.
+"""Stage-wise training of a StagedAutoencoder: `fit` runs a scheme's phases.
 
 For every phase: set `trainable` on the layers, build a fresh trainer and optimizer,
 compile (Keras reads `trainable` when it builds the train function, so the order
-matters), restore the optimizer when resuming mid-phase, then `fit`. At the end every
-layer is trainable again.
+matters), restore the optimizer when resuming mid-phase, then Keras `fit`. At the end
+every layer is trainable again. With a run directory every epoch is checkpointed, a
+killed run resumes exactly where it stopped, and a finished run is not retrained.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import sys
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from rae_keras import data as data_lib
-from rae_keras import distribute
-from rae_keras.architecture import Autoencoder
-from rae_keras.config import RunConfig
+from rae_keras import distribute, inputs
+from rae_keras.config import ARRAYS, ConfigError, DataConfig, RunConfig, TrainConfig
 from rae_keras.loops import DistributedLoop
+from rae_keras.models import ConvAutoencoder, StagedAutoencoder, leaf_layers
 from rae_keras.runs import RunDirectory, TrainingState, image_shape_of
 from rae_keras.schemes import Phase, phases_for
 from rae_keras.summaries import PhaseSummaries
+
+History = Dict[str, Dict[str, List[float]]]
 
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or weight stopped training; the last finite checkpoint is kept."""
 
 
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Records the epoch in the state and writes a checkpoint after every epoch.
+def fit(model: StagedAutoencoder, x, scheme: str = "recursive", epochs: int = 1,
+        batch_size: int = 32, validation_data=None, model_dir: Optional[str] = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (), *, overwrite: bool = False,
+        strategy: Optional[tf.distribute.Strategy] = None, custom_loop: Optional[bool] = None,
+        verbose="auto", log: Callable[[str], None] = print,
+        run_config: Optional[RunConfig] = None, **options) -> History:
+    """Trains `model` with `scheme` on `x` and returns the history of every phase
+    (`{phase: {"loss": [...], "val_loss": [...], "seconds": [...]}}`).
 
-    An epoch whose loss or weights are not finite is never checkpointed: training stops
+    `x` and `validation_data`: numpy arrays or tf.data.Datasets of inputs (floats in
+    [0, 1]; uint8 is scaled by 1/255). `epochs` is per stage for the recursive schemes;
+    `options` are the other TrainConfig fields (learning_rate, finetune_epochs,
+    level_weights, learning_rate_schedule, seed, cache_frozen_prefix, ...).
+    With `model_dir` the run is written there and resumed from there: a directory that
+    holds a run of another model, scheme or data is refused unless `overwrite`.
+    `callbacks` see every phase's events (one `fit` per phase; a callback with an
+    `on_phase_begin(name, index)` method is told which phase starts). Build the model in
+    `strategy.scope()` to train it under that strategy.
+    """
+    try:
+        config = TrainConfig(scheme=scheme, epochs=epochs, batch_size=batch_size, **options)
+    except TypeError as e:
+        raise ConfigError(f"fit: {e}") from None
+    config.validate()
+    train_x = inputs.as_array(x, model.sample_shape, name="x")
+    val_x = (inputs.as_array(validation_data, model.sample_shape, name="validation_data")
+             if validation_data is not None else None)
+    if not model_dir:
+        state = run_phases(model, config, train_x, val_x, None, strategy=strategy,
+                           callbacks=callbacks, custom_loop=custom_loop, log=log,
+                           verbose=verbose)
+        return history_of(state)
+    run_config = describe_run(model, config, train_x, model_dir, run_config)
+    with RunDirectory(model_dir, log=log) as run:
+        run.prepare(run_config, overwrite=overwrite)
+        state = run_phases(model, config, train_x, val_x, run, strategy=strategy,
+                           callbacks=callbacks, custom_loop=custom_loop, log=log,
+                           verbose=verbose)
+    return history_of(state)
+
+
+def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
+          strategy: Optional[tf.distribute.Strategy] = None, custom_loop: Optional[bool] = None,
+          log: Callable[[str], None] = print, verbose="auto"
+          ) -> tuple[ConvAutoencoder, TrainingState]:
+    """The command line's training: `config`'s ConvAutoencoder, seeded and built (every
+    variable) under `strategy`, trained on `splits` in `run` (already prepared)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    policy = distribute.mixed_precision_policy(config.train.mixed_precision)
+    keras.utils.set_random_seed(config.train.seed)
+    with strategy.scope():
+        model = ConvAutoencoder.from_model_config(config.model, image_shape_of(config),
+                                                  dtype=policy)
+    state = run_phases(model, config.train, splits.train.images, splits.test.images, run,
+                       strategy=strategy, custom_loop=custom_loop, log=log, verbose=verbose)
+    return model, state
+
+
+def describe_run(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarray,
+                 model_dir: str, run_config: Optional[RunConfig] = None) -> RunConfig:
+    """What the run directory records: the driver's configuration (or one for data
+    given in Python), the model's Keras config for `load`, and fingerprints of the
+    architecture and the training data, so a rerun on other data is refused."""
+    if run_config is None:
+        shape = model.sample_shape
+        image = model.is_image_model
+        run_config = RunConfig(
+            name=os.path.basename(os.path.normpath(model_dir)) or "run", model_dir=model_dir,
+            data=DataConfig(dataset=ARRAYS, image_size=shape[0] if image else 0,
+                            channels=shape[-1] if image else 0))
+    return dataclasses.replace(
+        run_config, train=config, data_fingerprint=inputs.fingerprint(train_x),
+        model_fingerprint=model.structure_fingerprint(),
+        keras_model=json.dumps(keras.saving.serialize_keras_object(model)))
+
+
+def history_of(state: TrainingState) -> History:
+    return {h["phase"]: {key: list(h[key]) for key in ("loss", "val_loss", "seconds")}
+            for h in state.history}
+
+
+# --------------------------------------------------------------------------- phases
+def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarray,
+               val_x: Optional[np.ndarray], run: Optional[RunDirectory], *,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               callbacks: Sequence[keras.callbacks.Callback] = (),
+               custom_loop: Optional[bool] = None, log: Callable[[str], None] = print,
+               verbose="auto") -> TrainingState:
+    """Runs (or resumes) the scheme's phases on `model`; returns the final state.
+
+    `config.batch_size` is per replica. MultiWorkerMirroredStrategy trains with the
+    custom loop (Keras `fit` fails there), every other strategy with `fit`, unless
+    `custom_loop` says otherwise.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    val_x = val_x if val_x is not None else train_x[:0]
+    with strategy.scope():
+        state = run.restore(model) if run else TrainingState()
+        phases = phases_for(model, config)
+    if state.finished:
+        log(f"{run.path}: training already finished ({state.epochs_done} epochs); not retraining")
+        return state
+    if len(train_x) < global_batch:
+        raise inputs.InputError(
+            f"{len(train_x)} training samples are fewer than one global batch "
+            f"({config.batch_size} x {replicas} replicas)")
+    if state.epochs_done:
+        log(f"resuming {run.path} at phase {phases[state.phase].name}, epoch {state.epoch}")
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    # Several replicas get equal whole batches: a partial batch could leave one empty.
+    drop_remainder = replicas > 1
+    steps_per_epoch = (len(train_x) // global_batch if drop_remainder
+                       else math.ceil(len(train_x) / global_batch))
+    policy = model.dtype_policy.name if model.dtype_policy.name.startswith("mixed") else None
+    writer = tf.summary.create_file_writer(run.logs_dir) if run else None
+    summary_images = (val_x if len(val_x) >= config.summary_images else train_x
+                      )[:config.summary_images] if model.is_image_model else train_x[:0]
+    prefix_cache = _PrefixCache(model, train_x, val_x)
+
+    for index, phase in enumerate(phases):
+        if index < state.phase:
+            continue
+        initial_epoch = state.epoch if index == state.phase else 0
+        with strategy.scope():
+            model.set_trainable(phase.trainable)
+        log(describe_phase(model, phase))
+        if initial_epoch >= phase.epochs:
+            continue
+        decay_steps = (phase.epochs * steps_per_epoch
+                       if config.learning_rate_schedule == "cosine" else None)
+        with strategy.scope():
+            trainer = phase.build_trainer(
+                lambda: distribute.make_optimizer(config.learning_rate, policy, decay_steps),
+                config.steps_per_execution)
+            optimizer_variables = trainer.optimizer_variables()
+            if initial_epoch and run and not run.restore_optimizer(optimizer_variables):
+                log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
+        train_inputs, val_inputs = prefix_cache.inputs_for(phase)
+        train_ds = data_lib.epoch_batches(
+            train_inputs, global_batch, seed=config.seed * 1000 + index,
+            first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=drop_remainder)
+        val_ds = (data_lib.make_dataset(val_inputs, global_batch, shuffle=False,
+                                        drop_remainder=drop_remainder)
+                  if len(val_inputs) >= (global_batch if drop_remainder else 1) else None)
+        phase_callbacks = [_EpochEnd(model, run, state, index, phase)]
+        if writer is not None:
+            depth_models = ([model.depth_model(k) for k in range(1, phase.depth + 1)]
+                            if phase.show_depths else [])
+            phase_callbacks.append(PhaseSummaries(
+                writer, phase.name, summary_images, model.depth_model(phase.depth),
+                depth_models, global_epoch_offset=state.epochs_done - initial_epoch))
+        for callback in callbacks:
+            if hasattr(callback, "on_phase_begin"):
+                callback.on_phase_begin(phase.name, index)
+        fit_args = dict(epochs=phase.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                        callbacks=phase_callbacks + list(callbacks), verbose=verbose)
+        if custom_loop or (custom_loop is None and distribute.is_multi_worker(strategy)):
+            DistributedLoop(trainer, strategy, config.steps_per_execution).fit(
+                train_ds, **fit_args)
+        else:
+            trainer.fit(train_ds, shuffle=False, **fit_args)
+        state.phase, state.epoch = index + 1, 0
+
+    with strategy.scope():
+        model.set_trainable(None)
+    state.finished = True
+    if run:
+        run.save_checkpoint(model, state)
+    if writer is not None:
+        writer.close()
+    log(f"finished {config.scheme} training: {state.epochs_done} epochs; "
+        f"final losses {_final_losses(state)}")
+    return state
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    """Records every epoch in the state and checkpoints it (with a run directory).
+
+    An epoch whose loss or weights are not finite is never recorded: training stops
     with `TrainingDiverged`, so the run directory keeps the last finite state and a
     diverged model can never be resumed or exported as if it had trained.
     """
 
-    def __init__(self, run: RunDirectory, autoencoder: Autoencoder, state: TrainingState,
-                 phase_index: int, phase: Phase):
+    def __init__(self, model: StagedAutoencoder, run: Optional[RunDirectory],
+                 state: TrainingState, phase_index: int, phase: Phase):
         super().__init__()
-        self.run, self.autoencoder, self.state = run, autoencoder, state
+        self.autoencoder, self.run, self.state = model, run, state
         self.phase_index, self.phase = phase_index, phase
         self._started = 0.0
 
@@ -54,165 +238,71 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self._refuse_non_finite(epoch, logs or {})
         self.state.record_epoch(self.phase_index, self.phase.name, logs or {},
                                 time.perf_counter() - self._started)
-        self.run.save_checkpoint(self.autoencoder, self.state, self.model.optimizer_variables())
+        if self.run:
+            self.run.save_checkpoint(self.autoencoder, self.state,
+                                     self.model.optimizer_variables())
 
     def _refuse_non_finite(self, epoch: int, logs: Dict[str, float]) -> None:
         bad = [f"{key} {float(value)}" for key, value in logs.items()
                if key in ("loss", "val_loss") and not math.isfinite(float(value))]
-        bad += [f"weight {v.path}" for v in self.autoencoder.full_model().weights
+        bad += [f"weight {v.path}" for v in self.autoencoder.weights
                 if not np.isfinite(keras.ops.convert_to_numpy(v)).all()][:1]
         if not bad:
             return
-        kept = self.run.latest_checkpoint()
+        kept = self.run.latest_checkpoint() if self.run else None
         raise TrainingDiverged(
             f"training diverged in {self.phase.name}, epoch {epoch + 1}: non-finite "
             f"{', '.join(bad)}; "
             + (f"the last finite checkpoint {os.path.basename(kept)} is kept"
                if kept else "no checkpoint was written")
-            + "; lower --learning_rate (a changed setting needs --overwrite)")
+            + "; lower the learning rate (a changed setting needs --overwrite)")
 
 
-def describe_phase(autoencoder: Autoencoder, phase: Phase) -> str:
-    used = [layer for layer in autoencoder.layers
-            if any(layer is l for l in phase.objective.layers)]
-    training = [l.name for l in used if l.trainable]
-    frozen = [l.name for l in used if not l.trainable]
-    if phase.input_depth:
-        prefix = autoencoder.encoder(phase.input_depth)
-        frozen = [l.name for l in autoencoder.layers if any(l is p for p in prefix.layers)]
-        frozen[-1] += f" (h{phase.input_depth} cached)"
+def describe_phase(model: StagedAutoencoder, phase: Phase) -> str:
+    """One line: the layers that train and the frozen ones."""
     if phase.note:
         return f"{phase.name}: {phase.epochs} epoch(s); {phase.note}"
-    return (f"{phase.name}: {phase.epochs} epoch(s); training {', '.join(training) or '-'}; "
-            f"frozen {', '.join(frozen) or '-'}")
+    layers = model.stage_leaf_layers()
+    if phase.input_depth:  # a cached prefix: those layers do not run at all
+        cached = {id(l) for k in range(1, phase.input_depth + 1) for l in model.stage_layers(k)}
+        used = [l for l in layers if id(l) not in cached]
+        frozen = f"e1..e{phase.input_depth} (h{phase.input_depth} cached)"
+    else:
+        used = layers
+        frozen = ", ".join(l.name for l in used if not l.trainable and _runs_in(l, phase)) or "-"
+    training = ", ".join(l.name for l in used if l.trainable and _runs_in(l, phase)) or "-"
+    return f"{phase.name}: {phase.epochs} epoch(s); training {training}; frozen {frozen}"
 
 
-def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
-          strategy: Optional[tf.distribute.Strategy] = None,
-          custom_loop: Optional[bool] = None,
-          log: Callable[[str], None] = print, verbose: Optional[int] = None
-          ) -> tuple[Autoencoder, TrainingState]:
-    """Trains (or resumes) the run; returns the trained autoencoder and final state.
-
-    Every variable (layers, optimizers) is created under `strategy.scope()`;
-    `config.train.batch_size` is per replica. MultiWorkerMirroredStrategy trains with
-    the custom loop (Keras `fit` fails there), every other strategy with `fit`, unless
-    `custom_loop` says otherwise.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.train.batch_size * replicas
-    policy = distribute.mixed_precision_policy(config.train.mixed_precision)
-    keras.utils.set_random_seed(config.train.seed)
-    with strategy.scope():
-        autoencoder = Autoencoder(config.model, image_shape_of(config), dtype_policy=policy)
-        autoencoder.full_model()  # creates every layer's variables inside the scope
-        state = run.restore(autoencoder)
-        phases = phases_for(autoencoder, config.train)
-    if state.finished:
-        log(f"{run.path}: training already finished ({state.epochs_done} epochs); not retraining")
-        return autoencoder, state
-    if len(splits.train.images) < global_batch:
-        raise data_lib.DataError(
-            f"{len(splits.train.images)} training images are fewer than one global batch "
-            f"({config.train.batch_size} x {replicas} replicas)")
-    if state.epochs_done:
-        log(f"resuming {run.path} at phase {phases[state.phase].name}, epoch {state.epoch}")
-
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    # Several replicas get equal whole batches: a partial batch could leave one empty.
-    drop_remainder = replicas > 1
-    steps_per_epoch = (len(splits.train.images) // global_batch if drop_remainder
-                       else math.ceil(len(splits.train.images) / global_batch))
-    summary_images = _summary_images(splits, config.train.summary_images)
-    writer = tf.summary.create_file_writer(run.logs_dir)
-    prefix_cache = _PrefixCache(autoencoder, splits)
-
-    for index, phase in enumerate(phases):
-        if index < state.phase:
-            continue
-        initial_epoch = state.epoch if index == state.phase else 0
-        with strategy.scope():
-            autoencoder.set_trainable(phase.trainable)
-        log(describe_phase(autoencoder, phase))
-        if initial_epoch >= phase.epochs:
-            continue
-        decay_steps = (phase.epochs * steps_per_epoch
-                       if config.train.learning_rate_schedule == "cosine" else None)
-        with strategy.scope():
-            trainer = phase.build_trainer(
-                lambda: distribute.make_optimizer(config.train.learning_rate, policy,
-                                                  decay_steps),
-                config.train.steps_per_execution)
-            optimizer_variables = trainer.optimizer_variables()
-            if initial_epoch and not run.restore_optimizer(optimizer_variables):
-                log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
-        train_inputs, test_inputs = prefix_cache.inputs_for(phase)
-        train_ds = data_lib.epoch_batches(
-            train_inputs, global_batch, seed=config.train.seed * 1000 + index,
-            first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=drop_remainder)
-        val_ds = (data_lib.make_dataset(test_inputs, global_batch, shuffle=False,
-                                        drop_remainder=drop_remainder)
-                  if len(test_inputs) >= (global_batch if drop_remainder else 1) else None)
-        depth_models = ([autoencoder.depth_model(k) for k in range(1, phase.depth + 1)]
-                        if phase.show_depths else [])
-        callbacks = [
-            _EpochCheckpoint(run, autoencoder, state, index, phase),
-            PhaseSummaries(writer, phase.name, summary_images,
-                           autoencoder.depth_model(phase.depth), depth_models,
-                           global_epoch_offset=state.epochs_done - initial_epoch),
-        ]
-        fit_args = dict(epochs=phase.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                        callbacks=callbacks, verbose=verbose)
-        if custom_loop or (custom_loop is None and distribute.is_multi_worker(strategy)):
-            DistributedLoop(trainer, strategy, config.train.steps_per_execution).fit(
-                train_ds, **fit_args)
-        else:
-            trainer.fit(train_ds, shuffle=False, **fit_args)
-        state.phase, state.epoch = index + 1, 0
-
-    with strategy.scope():
-        autoencoder.set_trainable(None)
-    state.finished = True
-    run.save_checkpoint(autoencoder, state)
-    writer.close()
-    log(f"finished {config.train.scheme} training: {state.epochs_done} epochs; "
-        f"final losses {_final_losses(state)}")
-    return autoencoder, state
+def _runs_in(layer: keras.layers.Layer, phase: Phase) -> bool:
+    return any(layer is leaf for top in phase.objective.layers for leaf in leaf_layers(top))
 
 
 class _PrefixCache:
-    """h_d of the training and test images, for phases that consume a frozen prefix's
-    output. Moving from h_(d-1) to h_d runs e_d alone, so a recursive schedule encodes
-    every image once per stage, through one layer, instead of through the whole prefix.
-    The values equal what the prefix computes every step (frozen layers, BatchNorm
-    included, run in inference mode)."""
+    """h_d of the training and validation inputs, for phases that consume a frozen
+    prefix's output. Moving from h_(d-1) to h_d runs encoders[d-1] alone, so a recursive
+    schedule encodes every input once per stage, through one block, instead of through
+    the whole prefix. The values equal what the prefix computes every step (frozen
+    layers, BatchNormalization included, run in inference mode)."""
 
-    def __init__(self, autoencoder: Autoencoder, splits: data_lib.DataSplits):
-        self.autoencoder = autoencoder
-        self.images = (splits.train.images, splits.test.images)
-        self.depth, self.arrays = 0, self.images
+    def __init__(self, model: StagedAutoencoder, train_x: np.ndarray, val_x: np.ndarray):
+        self.model = model
+        self.inputs = (train_x, val_x)
+        self.depth, self.arrays = 0, self.inputs
 
     def inputs_for(self, phase: Phase):
         if phase.input_depth < self.depth:  # e.g. fine-tuning after the stages: start over
-            self.depth, self.arrays = 0, self.images
+            self.depth, self.arrays = 0, self.inputs
         while self.depth < phase.input_depth:
             self.depth += 1
-            block = self.autoencoder.encoder_block(self.depth)
+            block = self.model.encoder_block(self.depth)
             self.arrays = tuple(self._apply(block, a) for a in self.arrays)
         return self.arrays
 
-    def _apply(self, block: keras.Model, images: np.ndarray) -> np.ndarray:
-        if not len(images):
-            return np.zeros((0,) + self.autoencoder.shape_at(self.depth), np.float32)
-        return np.asarray(block.predict(images, batch_size=256, verbose=0), np.float32)
-
-
-def _summary_images(splits: data_lib.DataSplits, count: int) -> np.ndarray:
-    source = splits.test.images if len(splits.test.images) >= count else splits.train.images
-    return source[:count]
+    def _apply(self, block: keras.Model, x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0,) + self.model.shape_at(self.depth), np.float32)
+        return np.asarray(block.predict(x, batch_size=256, verbose=0), np.float32)
 
 
 def _final_losses(state: TrainingState) -> Dict[str, float]:

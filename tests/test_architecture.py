@@ -1,9 +1,9 @@
-"""Shapes, parameter counts and layer sharing of the autoencoder's models."""
+"""ConvAutoencoder: shapes, parameter counts and layer sharing of its models."""
 
 import numpy as np
 import pytest
 
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder, leaf_layers
 from rae_keras.config import ConfigError, ModelConfig
 
 
@@ -13,21 +13,18 @@ def _conv_params(k, c_in, c_out):
 
 @pytest.mark.parametrize("normalization", ["none", "batch", "shared_batch"])
 def test_models_share_layer_and_variable_objects(normalization):
-    ae = Autoencoder(ModelConfig(filters=(4, 8, 8), normalization=normalization), (16, 16, 1))
+    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8), normalization=normalization), (16, 16, 1))
     full = ae.full_model()
     for k in range(1, ae.num_stages + 1):
         stage = ae.stage_model(k)
         depth = ae.depth_model(k)
         for layer in ae.stage_layers(k):
-            assert any(layer is l for l in full.layers)
-            assert any(layer is l for l in stage.layers)
-            assert any(layer is l for l in depth.layers)
+            for model in (full, stage, depth):
+                assert any(layer is leaf for top in model.layers for leaf in leaf_layers(top))
         e_k = ae.encoders[k - 1]
-        stage_e_k = next(l for l in stage.layers if l.name == e_k.name)
-        assert stage_e_k is e_k
-        assert stage_e_k.kernel is e_k.kernel
-    assert ae.encoder().get_layer("e1") is ae.encoders[0]
-    assert ae.decoder().get_layer("d1") is ae.decoders[0]
+        assert any(e_k is l for l in stage.layers)
+    assert any(ae.encoders[0] is l for l in ae.encoder().layers)
+    assert any(ae.decoders[0] is l for l in ae.decoder().layers)
     # Every variable of every model is one of the full model's variables.
     full_ids = {id(v) for v in full.weights}
     for model in [ae.encoder(), ae.decoder()] + [ae.stage_model(k) for k in (1, 2, 3)]:
@@ -35,7 +32,7 @@ def test_models_share_layer_and_variable_objects(normalization):
 
 
 def test_shapes_and_ranges():
-    ae = Autoencoder(ModelConfig(filters=(4, 8, 16)), (32, 32, 3))
+    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 16)), (32, 32, 3))
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     assert ae.encoder()(x).shape == (2, 4, 4, 16)
     assert ae.code_shape == (4, 4, 16)
@@ -48,7 +45,7 @@ def test_shapes_and_ranges():
 
 
 def test_parameter_count_matches_hand_count():
-    ae = Autoencoder(ModelConfig(filters=(4, 8), kernel_sizes=(5, 3), decoder_kernel_sizes=(4,)),
+    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8), kernel_sizes=(5, 3), decoder_kernel_sizes=(4,)),
                      (16, 16, 3))
     expected = (_conv_params(5, 3, 4) + _conv_params(3, 4, 8)      # e1, e2
                 + _conv_params(4, 4, 3) + _conv_params(4, 8, 4))   # d1, d2 (kernel 4)
@@ -56,21 +53,22 @@ def test_parameter_count_matches_hand_count():
 
 
 def test_shared_batch_norm_is_one_object_per_code():
-    ae = Autoencoder(ModelConfig(filters=(4, 8, 8), normalization="shared_batch"), (16, 16, 1))
+    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8), normalization="shared_batch"), (16, 16, 1))
     # The norm after e_k is the norm after d_(k+1), and it belongs to stage k.
     for k in (1, 2):
-        assert ae.encoder_norms[k - 1] is ae.decoder_norms[k]
-        assert any(ae.encoder_norms[k - 1] is l for l in ae.stage_layers(k))
-        assert not any(ae.encoder_norms[k - 1] is l for l in ae.stage_layers(k + 1))
-    assert len(ae.layers) == 3 * 3  # e, bn, d per stage
+        norm = ae.encoders[k - 1].layers[-1]
+        assert norm is ae.decoders[k].layers[-1]
+        assert any(norm is l for l in ae.stage_layers(k))
+        assert not any(norm is l for l in ae.stage_layers(k + 1))
+    assert len(ae.stage_leaf_layers()) == 3 * 3 + 1  # e, bn, d per stage; d1's sigmoid
 
 
 def test_batch_norm_layers_belong_to_their_stage():
-    ae = Autoencoder(ModelConfig(filters=(4, 8), normalization="batch"), (16, 16, 1))
-    assert [l.name for l in ae.stage_layers(1)] == ["e1", "e1_bn", "d1"]
+    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8), normalization="batch"), (16, 16, 1))
+    assert [l.name for l in ae.stage_layers(1)] == ["e1", "e1_bn", "d1", "d1_sigmoid"]
     assert [l.name for l in ae.stage_layers(2)] == ["e2", "e2_bn", "d2", "d2_bn"]
 
 
 def test_image_size_must_divide_by_stride_product():
     with pytest.raises(ConfigError, match="divisible"):
-        Autoencoder(ModelConfig(filters=(4, 8, 8)), (20, 20, 1))
+        ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8)), (20, 20, 1))

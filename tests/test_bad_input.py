@@ -11,7 +11,7 @@ from absl.testing import flagsaver
 from rae_keras import data as data_lib
 from rae_keras import flags as flags_lib
 from rae_keras import runs, train, training
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder
 from rae_keras.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
@@ -73,13 +73,13 @@ def _config(tmp_path, **train):
 
 
 def _train(config):
-    run = runs.RunDirectory(config.model_dir, keep_checkpoints=100)
-    run.prepare(config)
-    return run, training.train(config, _splits(), run, log=lambda s: None, verbose=0)
+    with runs.RunDirectory(config.model_dir, keep_checkpoints=100) as run:
+        run.prepare(config)
+        return run, training.train(config, _splits(), run, log=lambda s: None, verbose=0)
 
 
 def _checkpoint_weights(config, path):
-    autoencoder = Autoencoder(config.model, runs.image_shape_of(config))
+    autoencoder = ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config))
     autoencoder.full_model().load_weights(os.path.join(path, "model.weights.h5"))
     return [w.numpy() for w in autoencoder.full_model().weights]
 
@@ -87,7 +87,7 @@ def _checkpoint_weights(config, path):
 def test_divergence_stops_naming_phase_and_epoch_and_keeps_the_finite_checkpoint(
         tmp_path, monkeypatch):
     """Epoch 2 of stage 1 is poisoned: its checkpoint must never be written."""
-    poison = training._EpochCheckpoint.on_epoch_begin
+    poison = training._EpochEnd.on_epoch_begin
 
     def on_epoch_begin(self, epoch, logs=None):
         if (self.phase_index, epoch) == (0, 1):
@@ -95,7 +95,7 @@ def test_divergence_stops_naming_phase_and_epoch_and_keeps_the_finite_checkpoint
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
         poison(self, epoch, logs)
 
-    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_begin", on_epoch_begin)
+    monkeypatch.setattr(training._EpochEnd, "on_epoch_begin", on_epoch_begin)
     config = _config(tmp_path, epochs=3)
     with pytest.raises(training.TrainingDiverged, match=r"stage_1, epoch 2") as raised:
         _train(config)

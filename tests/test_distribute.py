@@ -118,8 +118,8 @@ def test_multi_worker_two_local_processes(tmp_path):
 
     chief = runs.RunDirectory(str(model_dir))
     other = runs.RunDirectory(os.path.join(str(model_dir), "workers", "worker_1"))
-    chief_config, chief_model = runs.load_trained_autoencoder(chief.path)
-    _, other_model = runs.load_trained_autoencoder(other.path)
+    chief_config, chief_model, _ = runs.load_trained(chief.path)
+    _, other_model, _ = runs.load_trained(other.path)
     a, b = _layer_weights(chief_model), _layer_weights(other_model)
     for name in a:
         for x, y in zip(a[name], b[name]):

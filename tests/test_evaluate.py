@@ -17,7 +17,7 @@ from rae_keras import data as data_lib
 from rae_keras import evaluate as ev
 from rae_keras import flags as flags_lib
 from rae_keras import metrics, report, serving
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder
 from rae_keras.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +26,7 @@ MODEL = ModelConfig(filters=(4, 8))
 
 def _export(base, name, scheme="recursive", seed=0, size=16):
     keras.utils.set_random_seed(1 + seed + (10 if scheme == "stacked" else 0))
-    autoencoder = Autoencoder(MODEL, (size, size, 1))
+    autoencoder = ConvAutoencoder.from_model_config(MODEL, (size, size, 1))
     config = RunConfig(name=name, data=DataConfig(dataset="lfw_subset", image_size=size,
                                                   channels=1, seed=seed),
                        model=MODEL, train=TrainConfig(scheme=scheme, seed=seed))

@@ -22,7 +22,7 @@ from absl.testing import flagsaver
 
 from rae_keras import export, fileio, runs, serving, train
 from rae_keras import flags as flags_lib
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder
 from rae_keras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 FLAGS = flags_lib.FLAGS
@@ -34,9 +34,9 @@ def _config(**kwargs) -> RunConfig:
                      train=TrainConfig(scheme="recursive"), **kwargs)
 
 
-def _autoencoder(seed: int = 0) -> Autoencoder:
+def _autoencoder(seed: int = 0) -> ConvAutoencoder:
     keras.utils.set_random_seed(seed)
-    autoencoder = Autoencoder(_config().model, (16, 16, 1))
+    autoencoder = ConvAutoencoder.from_model_config(_config().model, (16, 16, 1))
     autoencoder.full_model()
     return autoencoder
 

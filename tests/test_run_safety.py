@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from rae_keras import runs
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _autoencoder(config, value=None):
     """A tiny autoencoder; with `value`, every weight equals it (easy to tell apart)."""
-    autoencoder = Autoencoder(config.model, runs.image_shape_of(config))
+    autoencoder = ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config))
     model = autoencoder.full_model()
     if value is not None:
         model.set_weights([np.full(w.shape, value, np.float32) for w in model.get_weights()])
@@ -151,7 +151,7 @@ def test_lock_of_another_process_refuses_and_dies_with_it(tiny_run_config):
             runs.RunDirectory(config.model_dir).prepare(config)
         _one_line(raised)
         # Readers need no lock.
-        _, autoencoder = runs.load_trained_autoencoder(config.model_dir, log=pytest.fail)
+        _, autoencoder, _ = runs.load_trained(config.model_dir, log=pytest.fail)
         assert all(np.all(w == np.float32(0.01)) for w in _weights(autoencoder))
         assert os.path.isdir(checkpoint)
     finally:
@@ -205,7 +205,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny_run_confi
 
     # A reader (export, evaluate) falls back and changes nothing.
     warnings = []
-    _, exported = runs.load_trained_autoencoder(config.model_dir, log=warnings.append)
+    _, exported, _ = runs.load_trained(config.model_dir, log=warnings.append)
     assert all(np.all(w == np.float32(0.01)) for w in _weights(exported))
     assert len(warnings) == 1 and "ckpt-000002" in warnings[0] and name in warnings[0]
     assert os.path.isdir(newest)
@@ -233,7 +233,7 @@ def test_no_usable_checkpoint_is_one_error(tiny_run_config):
     for path in _write_checkpoints(config):
         _truncate(os.path.join(path, "model.weights.h5"))
     with pytest.raises(runs.RunDirError, match="no usable checkpoint") as raised:
-        runs.load_trained_autoencoder(config.model_dir, log=lambda line: None)
+        runs.load_trained(config.model_dir, log=lambda line: None)
     assert "ckpt-000001" in _one_line(raised) and "ckpt-000002" in str(raised.value)
 
 
@@ -245,13 +245,13 @@ def test_checkpoint_without_manifest_is_used_with_a_warning_and_still_checked(
     for path in paths:
         os.remove(os.path.join(path, runs.MANIFEST))
     warnings = []
-    _, autoencoder = runs.load_trained_autoencoder(config.model_dir, log=warnings.append)
+    _, autoencoder, _ = runs.load_trained(config.model_dir, log=warnings.append)
     assert all(np.all(w == np.float32(0.02)) for w in _weights(autoencoder))
     assert len(warnings) == 1 and "no manifest" in warnings[0] and "ckpt-000002" in warnings[0]
 
     _truncate(os.path.join(paths[1], "model.weights.h5"))  # found by loading it
     warnings.clear()
-    _, autoencoder = runs.load_trained_autoencoder(config.model_dir, log=warnings.append)
+    _, autoencoder, _ = runs.load_trained(config.model_dir, log=warnings.append)
     assert all(np.all(w == np.float32(0.01)) for w in _weights(autoencoder))
     assert "ckpt-000002" in warnings[0] and "does not load" in warnings[0]
 
@@ -300,7 +300,7 @@ def test_config_json_edited_after_the_checkpoints_is_refused(tiny_run_config):
             runs.RunDirectory(config.model_dir).prepare(attempt)
         assert "epochs" in _one_line(raised)
     with pytest.raises(runs.RunDirError, match="edited"):
-        runs.load_trained_autoencoder(config.model_dir)
+        runs.load_trained(config.model_dir)
 
 
 @pytest.mark.parametrize("content, named", [
@@ -316,7 +316,7 @@ def test_invalid_config_json_is_one_error(tiny_run_config, content, named):
     with open(os.path.join(config.model_dir, "config.json"), "w") as f:
         f.write(content)
     for attempt in (lambda: runs.RunDirectory(config.model_dir).prepare(config),
-                    lambda: runs.load_trained_autoencoder(config.model_dir)):
+                    lambda: runs.load_trained(config.model_dir)):
         with pytest.raises(runs.RunDirError, match="not a valid rae_keras configuration") as e:
             attempt()
         assert named in _one_line(e)

@@ -20,7 +20,7 @@ from PIL import Image
 
 import rae_keras
 from rae_keras import serving
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder
 from rae_keras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rae_keras.preprocessing import preprocess_bytes
 
@@ -45,11 +45,11 @@ def _config(spec) -> RunConfig:
         train=TrainConfig(scheme="recursive"))
 
 
-def _autoencoder(spec, seed=0) -> Autoencoder:
+def _autoencoder(spec, seed=0) -> ConvAutoencoder:
     import keras
     keras.utils.set_random_seed(seed)
     config = _config(spec)
-    ae = Autoencoder(config.model, (SIZE, SIZE, spec["channels"]))
+    ae = ConvAutoencoder.from_model_config(config.model, (SIZE, SIZE, spec["channels"]))
     ae.full_model()  # builds every layer
     return ae
 
@@ -562,10 +562,10 @@ def test_serve_client_over_http(gray, tmp_path):
 def test_normalized_models_export_in_inference_mode(tmp_path, normalization):
     config = RunConfig(data=DataConfig(image_size=SIZE, channels=1),
                        model=ModelConfig(filters=(4, 8), normalization=normalization))
-    ae = Autoencoder(config.model, (SIZE, SIZE, 1))
+    ae = ConvAutoencoder.from_model_config(config.model, (SIZE, SIZE, 1))
     model = ae.full_model()
     rng = np.random.default_rng(3)
-    for layer in ae.layers:  # non-trivial moving statistics
+    for layer in ae.stage_leaf_layers():  # non-trivial moving statistics
         if "bn" in layer.name:
             layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape) * 0.1)
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))

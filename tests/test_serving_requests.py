@@ -20,7 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from rae_keras import preprocessing, serving
-from rae_keras.architecture import Autoencoder
+from rae_keras.models import ConvAutoencoder
 from rae_keras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 SIZE = 16
@@ -37,7 +37,7 @@ class Export:
             name="requests", data=DataConfig(image_size=SIZE, channels=1, crop=0),
             model=ModelConfig(filters=(4, 8), kernel_sizes=(3,)),
             train=TrainConfig(scheme="recursive"))
-        self.ae = Autoencoder(self.config.model, (SIZE, SIZE, 1))
+        self.ae = ConvAutoencoder.from_model_config(self.config.model, (SIZE, SIZE, 1))
         self.ae.full_model()
         self.dir = serving.export_model(self.ae, self.config, str(base), tflite=False,
                                         max_image_pixels=MAX_PIXELS)

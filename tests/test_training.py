@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from rae_keras import data as data_lib
-from rae_keras import distribute, runs, training
-from rae_keras.architecture import Autoencoder
+from rae_keras import distribute, objectives, runs, training
+from rae_keras.models import ConvAutoencoder
 from rae_keras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rae_keras.objectives import ReconstructionTrainer
 
@@ -57,15 +57,15 @@ def _train(config, splits=None, keep=100):
 def _initial_weights(config):
     """The weights `train` starts from: it seeds, then builds the autoencoder."""
     keras.utils.set_random_seed(config.train.seed)
-    return _layer_weights(Autoencoder(config.model, runs.image_shape_of(config)))
+    return _layer_weights(ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config)))
 
 
 def _layer_weights(autoencoder):
-    return {layer.name: [v.numpy().copy() for v in layer.weights] for layer in autoencoder.layers}
+    return {layer.name: [v.numpy().copy() for v in layer.weights] for layer in autoencoder.stage_leaf_layers()}
 
 
 def _checkpoint_weights(config, checkpoint):
-    autoencoder = Autoencoder(config.model, runs.image_shape_of(config))
+    autoencoder = ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config))
     autoencoder.full_model().load_weights(os.path.join(checkpoint, "model.weights.h5"))
     return _layer_weights(autoencoder)
 
@@ -107,21 +107,21 @@ def test_stacked_changes_every_layer_and_leaves_all_trainable(tmp_path):
 @pytest.mark.parametrize("scheme", ["stacked", "recursive"])
 def test_no_layer_is_left_frozen(tmp_path, scheme):
     _, autoencoder, _ = _train(_config(tmp_path, scheme=scheme))
-    assert all(layer.trainable for layer in autoencoder.layers)
+    assert all(layer.trainable for layer in autoencoder.stage_leaf_layers())
     full = autoencoder.full_model()
     assert len(full.trainable_weights) == len(full.weights)
 
 
 def test_recursive_stage_loss_targets_previous_activation():
     keras.utils.set_random_seed(1)
-    autoencoder = Autoencoder(ModelConfig(filters=(4, 8)), (16, 16, 1))
+    autoencoder = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8)), (16, 16, 1))
     x = _splits().train.images[:8]
     # By hand, layer by layer: stage 2 reconstructs h_1 = e1(x), not the image.
     h1 = np.asarray(autoencoder.encoders[0](x))
     reconstruction = np.asarray(autoencoder.decoders[1](autoencoder.encoders[1](h1)))
     expected = np.mean((reconstruction - h1) ** 2)
 
-    trainer = ReconstructionTrainer(autoencoder.stage_objective(2))
+    trainer = ReconstructionTrainer(objectives.stage_objective(autoencoder, 2))
     trainer.compile(optimizer="adam")
     loss = trainer.evaluate(x, batch_size=8, verbose=0)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
@@ -130,9 +130,9 @@ def test_recursive_stage_loss_targets_previous_activation():
 
 
 def test_recursive_stage_gradient_reaches_only_its_pair():
-    autoencoder = Autoencoder(ModelConfig(filters=(4, 8, 8)), (16, 16, 1))
+    autoencoder = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8)), (16, 16, 1))
     autoencoder.set_trainable(autoencoder.stage_layers(2))
-    trainer = ReconstructionTrainer(autoencoder.stage_objective(2))
+    trainer = ReconstructionTrainer(objectives.stage_objective(autoencoder, 2))
     names = sorted({v.path.split("/")[0] for v in trainer.trainable_weights})
     assert names == ["d2", "e2"]
     autoencoder.set_trainable(None)

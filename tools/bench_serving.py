@@ -100,11 +100,11 @@ def main(argv=None) -> int:
     if args.model_dir:
         from rae_keras import runs
 
-        config, autoencoder = runs.load_trained_autoencoder(args.model_dir)
+        config, autoencoder, _ = runs.load_trained(args.model_dir)
         source = f"run {args.model_dir}"
     elif not args.export_dir:
         import keras
-        from rae_keras.architecture import Autoencoder
+        from rae_keras.models import ConvAutoencoder
         from rae_keras.config import DataConfig, ModelConfig, RunConfig
 
         keras.utils.set_random_seed(0)
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             name="bench",
             data=DataConfig(image_size=args.image_size, channels=args.channels),
             model=ModelConfig(filters=args.filters, kernel_sizes=args.kernel_sizes)).validate()
-        autoencoder = Autoencoder(config.model, (args.image_size, args.image_size, args.channels))
+        autoencoder = ConvAutoencoder.from_model_config(config.model, (args.image_size, args.image_size, args.channels))
         source = f"untrained {args.image_size}x{args.image_size}x{args.channels}, " \
                  f"filters {','.join(map(str, args.filters))}"
 

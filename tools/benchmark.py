@@ -8,7 +8,7 @@
 One process, one data set (loaded before any timing, never counted), one network and
 one batch size for every row:
 
-  a   plain Keras: `Autoencoder(...).full_model()` compiled with Adam + "mse", fitted
+  a   plain Keras: `ConvAutoencoder(...)` compiled with Adam + "mse", fitted
       on `Dataset.from_tensor_slices((x, x)).shuffle(N).batch(B).prefetch(AUTOTUNE)`.
   b   rae_keras stacked training: `training.train` with scheme "stacked" in a
       temporary run directory (per-epoch checkpoints and TensorBoard summaries
@@ -418,13 +418,13 @@ def _plain_fit(args, config, splits, batching: Batching, images, *, epochs: int,
     import tensorflow as tf
 
     from rae_keras import distribute
-    from rae_keras.architecture import Autoencoder
+    from rae_keras.models import ConvAutoencoder
     from rae_keras.runs import image_shape_of
 
     keras.utils.set_random_seed(args.seed)
     policy = mixed_policy_name(args.mixed_precision)
     with batching.strategy.scope():
-        model = Autoencoder(config.model, image_shape_of(config), dtype_policy=policy).full_model()
+        model = ConvAutoencoder.from_model_config(config.model, image_shape_of(config), dtype=policy).full_model()
         model.compile(optimizer=distribute.make_optimizer(args.learning_rate, policy),
                       loss="mse", steps_per_execution=args.steps_per_execution)
     x = tf.convert_to_tensor(images)
