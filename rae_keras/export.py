@@ -46,7 +46,7 @@ def main(argv) -> None:
             f"{FLAGS.model_dir} has not finished training (phase {state.phase + 1} "
             f"{provenance['phase_name'] or ''}, epoch {state.epoch}); pass --allow_unfinished "
             "to export its newest checkpoint anyway")
-    version_dir = serving.export_model(autoencoder, config, export_base, version=FLAGS.version,
+    version_dir = serving.export_model(autoencoder, export_base, config, version=FLAGS.version,
                                        overwrite=FLAGS.overwrite, tflite=FLAGS.tflite,
                                        provenance=provenance)
     print(f"exported {version_dir}")

@@ -58,8 +58,8 @@ import tensorflow as tf
 
 import rae_keras
 from rae_keras import fileio
+from rae_keras.config import ARRAYS, DataConfig, ModelConfig, RunConfig
 from rae_keras.models import StagedAutoencoder
-from rae_keras.config import RunConfig
 from rae_keras.preprocessing import header_size, preprocess_bytes
 
 SERVING_DEFAULT = "serving_default"
@@ -67,6 +67,9 @@ ENCODE = "encode"
 DECODE = "decode"
 RECONSTRUCT_IMAGE_BYTES = "reconstruct_image_bytes"
 CONFIG_FILENAME = "rae_config.json"
+# The Keras model beside the SavedModel, for `rae_keras.load` (TF Serving ignores
+# assets.extra): an export can be fine-tuned, not only served.
+KERAS_FILENAME = "model.keras"
 ASSETS_EXTRA = "assets.extra"
 TFLITE_DIRNAME = "tflite"
 TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
@@ -324,7 +327,6 @@ def serving_functions(autoencoder: StagedAutoencoder, config: RunConfig, *,
     if int(max_image_pixels) < 1:
         raise ValueError(f"max_image_pixels must be positive, got {max_image_pixels}")
     max_image_pixels = int(max_image_pixels)
-    size, _, channels = autoencoder.image_shape
     crop = config.data.crop
     images_spec = tf.TensorSpec([None, *autoencoder.image_shape], tf.float32, name="images")
     code_spec = tf.TensorSpec([None, *autoencoder.code_shape], tf.float32, name="code")
@@ -351,6 +353,7 @@ def serving_functions(autoencoder: StagedAutoencoder, config: RunConfig, *,
         return reconstruct_depth
 
     def reconstruct_image_bytes(image_bytes):
+        size, _, channels = autoencoder.image_shape
         images, status, height_width = _preprocess_each(
             _checked(image_bytes), crop, size, channels, max_image_pixels)
         valid = tf.equal(status, IMAGE_OK)
@@ -369,7 +372,8 @@ def serving_functions(autoencoder: StagedAutoencoder, config: RunConfig, *,
     }
     for k in range(1, autoencoder.num_stages + 1):
         functions[depth_signature(k)] = (depth_fn(k), [images_spec])
-    functions[RECONSTRUCT_IMAGE_BYTES] = (reconstruct_image_bytes, [bytes_spec])
+    if autoencoder.is_image_model:  # photos in, PNGs out; other inputs get floats only
+        functions[RECONSTRUCT_IMAGE_BYTES] = (reconstruct_image_bytes, [bytes_spec])
     return functions
 
 
@@ -390,33 +394,52 @@ def build_export_archive(autoencoder: StagedAutoencoder, config: RunConfig, *,
 def rae_config(autoencoder: StagedAutoencoder, config: RunConfig, version: int, *,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
     """What assets.extra/rae_config.json holds: enough to use the export without the run."""
-    model = config.model
+    image = autoencoder.is_image_model
     return {
         "format": "rae_keras.serving/1",
         "name": config.name,
         "version": int(version),
-        "image_size": autoencoder.image_shape[0],
-        "channels": autoencoder.image_shape[-1],
+        "image_size": autoencoder.image_shape[0] if image else None,
+        "channels": autoencoder.image_shape[-1] if image else None,
         "crop": config.data.crop,
         "num_stages": autoencoder.num_stages,
-        "filters": list(model.filters),
-        "kernel_sizes": [model.encoder_kernel(k) for k in range(1, model.num_stages + 1)],
-        "decoder_kernel_sizes": [model.decoder_kernel(k)
-                                 for k in range(1, model.num_stages + 1)],
-        "activation": model.activation,
-        "normalization": model.normalization,
+        **_network_description(autoencoder),
         "scheme": config.train.scheme,
         "input_shape": list(autoencoder.image_shape),
         "code_shape": list(autoencoder.code_shape),
         "input_range": [0.0, 1.0],
         "max_image_pixels": int(max_image_pixels),
-        "signatures": signature_names(autoencoder.num_stages),
+        "signatures": signature_names(autoencoder.num_stages, include_bytes=image),
         "tflite_signatures": tflite_signature_names(autoencoder.num_stages),
+        "keras_model": KERAS_FILENAME,
         "rae_keras_version": rae_keras.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "run_config": config.training_fingerprint(),
     }
+
+
+def _network_description(autoencoder: StagedAutoencoder) -> dict:
+    """The ConvAutoencoder's settings; other networks are described by model.keras."""
+    model = getattr(autoencoder, "model_config", None)
+    if model is None:
+        return {"network": type(autoencoder).__name__}
+    stages = range(1, model.num_stages + 1)
+    return {"network": type(autoencoder).__name__, "filters": list(model.filters),
+            "kernel_sizes": [model.encoder_kernel(k) for k in stages],
+            "decoder_kernel_sizes": [model.decoder_kernel(k) for k in stages],
+            "activation": model.activation, "normalization": model.normalization}
+
+
+def export_config(autoencoder: StagedAutoencoder, export_base: str) -> RunConfig:
+    """The configuration an export records for a model trained from Python: its data
+    is arrays already at the model's input size (crop 0)."""
+    image = autoencoder.is_image_model
+    return RunConfig(
+        name=os.path.basename(os.path.normpath(export_base)) or "model", export_dir=export_base,
+        data=DataConfig(dataset=ARRAYS, image_size=autoencoder.image_shape[0] if image else 0,
+                        channels=autoencoder.image_shape[-1] if image else 0),
+        model=getattr(autoencoder, "model_config", ModelConfig()))
 
 
 def write_rae_config(saved_model_dir: str, config_dict: dict) -> str:
@@ -439,6 +462,8 @@ def write_saved_model(autoencoder: StagedAutoencoder, config: RunConfig, path: s
     """The SavedModel with every signature and its rae_config.json, into `path`."""
     build_export_archive(autoencoder, config, max_image_pixels=max_image_pixels
                          ).write_out(path, verbose=False)
+    os.makedirs(os.path.join(path, ASSETS_EXTRA), exist_ok=True)
+    autoencoder.save(os.path.join(path, ASSETS_EXTRA, KERAS_FILENAME))
     write_rae_config(path, rae_config(autoencoder, config, version,
                                       max_image_pixels=max_image_pixels))
 
@@ -479,12 +504,14 @@ def write_tflite(saved_model_dir: str, out_dir: str, signature_keys: Sequence[st
 
 
 # --------------------------------------------------------------------------- export
-def export_model(autoencoder: StagedAutoencoder, config: RunConfig, export_base: str, *,
-                 version: Optional[int] = None, overwrite: bool = False,
+def export_model(autoencoder: StagedAutoencoder, export_base: str,
+                 config: Optional[RunConfig] = None, *, version: Optional[int] = None, overwrite: bool = False,
                  tflite: bool = True, provenance: Optional[Dict[str, Any]] = None,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
     """Export `autoencoder` as EXPORT_BASE/VERSION (and tflite/VERSION); returns the
     version directory. Without `version`, the next integer after the highest present.
+    `config`: the run's configuration (the bytes signature's crop, what rae_config.json
+    records); without it, one for inputs already at the model's size.
     `provenance` (e.g. the training state the weights come from) is added to
     rae_config.json, with the weights' sha256. `max_image_pixels`: see `serving_functions`.
 
@@ -496,8 +523,9 @@ def export_model(autoencoder: StagedAutoencoder, config: RunConfig, export_base:
     """
     if not export_base:
         raise ExportError("no export directory given")
+    config = config or export_config(autoencoder, export_base)
     expected = (config.data.image_size, config.data.image_size, config.data.channels)
-    if tuple(autoencoder.image_shape) != expected:
+    if autoencoder.is_image_model and tuple(autoencoder.image_shape) != expected:
         raise ExportError(
             f"model input {autoencoder.image_shape} does not match the config's "
             f"image_size/channels {expected}; the bytes signature would preprocess wrongly")

@@ -45,7 +45,7 @@ def export_trained(run: runs.RunDirectory, state: runs.TrainingState,
     between the two finds the version holding these weights and records it instead of
     exporting them again as the next version."""
     version_dir = serving.latest_export_of(autoencoder, config.export_dir) or \
-        serving.export_model(autoencoder, config, config.export_dir, tflite=tflite,
+        serving.export_model(autoencoder, config.export_dir, config, tflite=tflite,
                              provenance=export.training_provenance(state))
     run.mark_exported(state, version_dir)
     return version_dir

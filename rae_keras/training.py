@@ -70,6 +70,8 @@ def fit(model: StagedAutoencoder, x, scheme: str = "recursive", epochs: int = 1,
                            verbose=verbose)
         return history_of(state)
     run_config = describe_run(model, config, train_x, model_dir, run_config)
+    if not overwrite:
+        _refuse_other_data(model_dir, run_config.data_fingerprint)
     with RunDirectory(model_dir, log=log) as run:
         run.prepare(run_config, overwrite=overwrite)
         state = run_phases(model, config, train_x, val_x, run, strategy=strategy,
@@ -111,6 +113,17 @@ def describe_run(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndar
         run_config, train=config, data_fingerprint=inputs.fingerprint(train_x),
         model_fingerprint=model.structure_fingerprint(),
         keras_model=json.dumps(keras.saving.serialize_keras_object(model)))
+
+
+def _refuse_other_data(model_dir: str, fingerprint: str) -> None:
+    """The one mismatch a notebook makes by accident gets its own message."""
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        return
+    recorded = RunDirectory(model_dir).load_config().data_fingerprint
+    if recorded and recorded != fingerprint:
+        raise inputs.InputError(
+            f"{model_dir} was trained on other data (fingerprint {recorded[:12]}, this x is "
+            f"{fingerprint[:12]}); pass overwrite=True to start over, or another model_dir")
 
 
 def history_of(state: TrainingState) -> History:

@@ -30,7 +30,7 @@ def _export(base, name, scheme="recursive", seed=0, size=16):
     config = RunConfig(name=name, data=DataConfig(dataset="lfw_subset", image_size=size,
                                                   channels=1, seed=seed),
                        model=MODEL, train=TrainConfig(scheme=scheme, seed=seed))
-    return serving.export_model(autoencoder, config, str(base / name), tflite=False)
+    return serving.export_model(autoencoder, str(base / name), config, tflite=False)
 
 
 @pytest.fixture(scope="module")

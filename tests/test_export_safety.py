@@ -109,7 +109,7 @@ def killed(rename=None, rmtree=None, call=None):
 def test_everything_written_follows_the_umask(tmp_path, umask, dir_mode, file_mode):
     previous = os.umask(umask)
     try:
-        serving.export_model(_autoencoder(), _config(), str(tmp_path / "exported" / "m"))
+        serving.export_model(_autoencoder(), str(tmp_path / "exported" / "m"), _config())
         fileio.atomic_write_json(str(tmp_path / "run" / "state.json"), {"epoch": 1})
         with fileio.atomic_directory(str(tmp_path / "run" / "ckpt-000001")) as tmp:
             open(os.path.join(tmp, "model.weights.h5"), "w").close()
@@ -170,17 +170,17 @@ OVERWRITE_WINDOWS = {  # where the kill hits -> which version 1 the repair must 
 def test_kill_during_overwrite_then_next_export_repairs(tmp_path, window):
     base, config = str(tmp_path / "m"), _config()
     old_ae, new_ae = _autoencoder(0), _autoencoder(1)
-    serving.export_model(old_ae, config, base)
+    serving.export_model(old_ae, base, config)
     expected = {"old": (_weights_of(base, 1), _tflite_bytes(base, 1)),
                 "new": (serving.weights_sha256(new_ae), b"conversion 3")}
     trigger, survivor = OVERWRITE_WINDOWS[window]
     with killed(**trigger):
-        serving.export_model(new_ae, config, base, version=1, overwrite=True)
+        serving.export_model(new_ae, base, config, version=1, overwrite=True)
     if window == "new 1 moves in":
         assert serving.list_versions(base) == []  # what the kill left: no version 1
     assert serving.next_version(base) == 2  # the old 1, aside, still counts
 
-    assert serving.export_model(new_ae, config, base, tflite=False).endswith("m/2")
+    assert serving.export_model(new_ae, base, config, tflite=False).endswith("m/2")
     assert serving.list_versions(base) == [1, 2]
     assert (_weights_of(base, 1), _tflite_bytes(base, 1)) == expected[survivor]
     assert _tflite_bytes(base, 2) is None
@@ -193,11 +193,11 @@ def test_kill_between_tflite_and_saved_model_leaves_an_orphan_the_next_export_re
     os.makedirs(os.path.join(base, "tflite", "7"))  # not rae_keras's files: kept, counted
     open(os.path.join(base, "tflite", "7", "notes.txt"), "w").close()
     with killed(rename=lambda s, d=None: d and d.endswith("m/1")):
-        serving.export_model(ae, config, base, version=1)
+        serving.export_model(ae, base, config, version=1)
     assert os.path.isdir(serving.tflite_dir(base, 1)) and serving.list_versions(base) == []
     assert serving.next_version(base) == 8  # the orphan tflite/1 is not counted
 
-    serving.export_model(ae, config, base, version=1, tflite=False)
+    serving.export_model(ae, base, config, version=1, tflite=False)
     assert not os.path.exists(serving.tflite_dir(base, 1))  # never paired with the new 1
     assert os.path.exists(os.path.join(base, "tflite", "7", "notes.txt"))
 
@@ -205,7 +205,7 @@ def test_kill_between_tflite_and_saved_model_leaves_an_orphan_the_next_export_re
 def test_temporaries_of_killed_exports_are_cleaned_and_only_those(tmp_path):
     base, config, ae = str(tmp_path / "m"), _config(), _autoencoder()
     with killed(call=(serving, "convert_tflite")):
-        serving.export_model(ae, config, base)
+        serving.export_model(ae, base, config)
     left = _hidden(base)
     assert any(p.startswith(".1.tmp-") for p in left)
     assert any(p.startswith("tflite/.1.tmp-") for p in left)
@@ -213,7 +213,7 @@ def test_temporaries_of_killed_exports_are_cleaned_and_only_those(tmp_path):
     for path in foreign + ["../.1.tmp-abcd1234"]:  # the last one is outside the base
         os.makedirs(os.path.join(base, path))
 
-    serving.export_model(ae, config, base, tflite=False)
+    serving.export_model(ae, base, config, tflite=False)
     assert _hidden(base) == sorted(foreign)
     assert os.path.isdir(tmp_path / ".1.tmp-abcd1234")
     assert serving.list_versions(base) == [1]
@@ -224,7 +224,7 @@ def test_a_second_export_to_a_locked_base_changes_nothing(tmp_path):
     os.makedirs(os.path.join(base, ".1.tmp-abcd1234"))  # the other writer's, in progress
     with fileio.exclusive(base):
         with pytest.raises(serving.ExportError, match="another export .* in progress"):
-            serving.export_model(_autoencoder(), _config(), base)
+            serving.export_model(_autoencoder(), base, _config())
     assert _listing(base) == [".1.tmp-abcd1234"]
 
 
@@ -275,7 +275,7 @@ def test_non_finite_weights_are_not_exported(tmp_path):
     value[0, 0, 0, 0] = float("nan")
     kernel.assign(value)
     with pytest.raises(serving.ExportError, match="non-finite.*e2/kernel"):
-        serving.export_model(ae, _config(), str(tmp_path / "m"))
+        serving.export_model(ae, str(tmp_path / "m"), _config())
     assert _listing(tmp_path) == []
 
 
@@ -316,7 +316,7 @@ def test_disk_errors_are_one_line_and_leave_nothing(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     argv = ["export", f"--model_dir={model_dir}", "--version=1", "--overwrite"]
     if where != "export base":  # a version 1 for the failed export to replace
-        serving.export_model(_autoencoder(), _config(), "exported/m")
+        serving.export_model(_autoencoder(), "exported/m", _config())
         open(os.path.join("exported", "m", "1", "marker"), "w").close()
     before = _listing(tmp_path)
     module, name, make_failure, message = FAILURES[where]

@@ -60,7 +60,7 @@ class Export:
         self.config = _config(spec)
         self.ae = _autoencoder(spec)
         self.base = str(base)
-        self.dir = serving.export_model(self.ae, self.config, self.base, tflite=tflite)
+        self.dir = serving.export_model(self.ae, self.base, self.config, tflite=tflite)
         self.loaded = tf.saved_model.load(self.dir)
         self.n = self.ae.num_stages
 
@@ -356,16 +356,16 @@ def test_next_version_and_refusal(tmp_path):
     base = str(tmp_path / "exported" / "m")
     assert serving.next_version(base) == 1
     ae, config = _autoencoder(GRAY), _config(GRAY)
-    first = serving.export_model(ae, config, base, tflite=False)
+    first = serving.export_model(ae, base, config, tflite=False)
     assert first == os.path.join(os.path.abspath(base), "1")
     os.makedirs(os.path.join(base, "7"))  # e.g. copied in by hand
     assert serving.next_version(base) == 8
     marker = os.path.join(base, "1", "marker")
     open(marker, "w").close()
     with pytest.raises(serving.ExportError, match="already exists.*--overwrite"):
-        serving.export_model(ae, config, base, version=1, tflite=False)
+        serving.export_model(ae, base, config, version=1, tflite=False)
     assert os.path.exists(marker)  # untouched
-    serving.export_model(ae, config, base, version=1, overwrite=True, tflite=False)
+    serving.export_model(ae, base, config, version=1, overwrite=True, tflite=False)
     assert not os.path.exists(marker)  # replaced by a complete new version
     assert os.path.exists(os.path.join(base, "1", "saved_model.pb"))
     assert _leftovers(str(tmp_path)) == []
@@ -379,7 +379,7 @@ def test_failure_in_saved_model_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(serving, "write_rae_config", fail)  # after the SavedModel is written
     with pytest.raises(serving.ExportError, match="injected"):
-        serving.export_model(_autoencoder(GRAY), _config(GRAY), base)
+        serving.export_model(_autoencoder(GRAY), base, _config(GRAY))
     assert not os.path.exists(base)  # it created the base, so it removed it
     assert _listing(str(tmp_path)) == []
 
@@ -387,7 +387,7 @@ def test_failure_in_saved_model_leaves_nothing(tmp_path, monkeypatch):
 def test_failure_in_tflite_leaves_nothing(tmp_path, monkeypatch):
     base = str(tmp_path / "exported" / "m")
     ae, config = _autoencoder(GRAY), _config(GRAY)
-    serving.export_model(ae, config, base, tflite=False)  # version 1 exists and survives
+    serving.export_model(ae, base, config, tflite=False)  # version 1 exists and survives
     before = _listing(base)
     calls = []
     real = serving.convert_tflite
@@ -400,7 +400,7 @@ def test_failure_in_tflite_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(serving, "convert_tflite", fail_second)
     with pytest.raises(serving.ExportError, match="version 2.*injected"):
-        serving.export_model(ae, config, base)
+        serving.export_model(ae, base, config)
     assert len(calls) == 2
     assert _listing(base) == before  # no 2/, no tflite/2, no .tmp-*
     assert serving.next_version(base) == 2
@@ -409,13 +409,13 @@ def test_failure_in_tflite_leaves_nothing(tmp_path, monkeypatch):
 def test_failure_while_overwriting_keeps_the_old_version(tmp_path, monkeypatch):
     base = str(tmp_path / "m")
     ae, config = _autoencoder(GRAY), _config(GRAY)
-    serving.export_model(ae, config, base, tflite=False)
+    serving.export_model(ae, base, config, tflite=False)
     marker = os.path.join(base, "1", "marker")
     open(marker, "w").close()
     monkeypatch.setattr(serving, "write_rae_config",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("injected")))
     with pytest.raises(serving.ExportError):
-        serving.export_model(ae, config, base, version=1, overwrite=True, tflite=False)
+        serving.export_model(ae, base, config, version=1, overwrite=True, tflite=False)
     assert os.path.exists(marker)
     assert _leftovers(base) == []
 
@@ -423,7 +423,7 @@ def test_failure_while_overwriting_keeps_the_old_version(tmp_path, monkeypatch):
 def test_mismatched_config_is_refused(tmp_path):
     config = _config(dict(GRAY, channels=3))
     with pytest.raises(serving.ExportError, match="does not match"):
-        serving.export_model(_autoencoder(GRAY), config, str(tmp_path / "m"))
+        serving.export_model(_autoencoder(GRAY), str(tmp_path / "m"), config)
     assert not os.path.exists(tmp_path / "m")
 
 
@@ -569,7 +569,7 @@ def test_normalized_models_export_in_inference_mode(tmp_path, normalization):
         if "bn" in layer.name:
             layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape) * 0.1)
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))
-    path = serving.export_model(ae, config, str(tmp_path / "m"), tflite=False)
+    path = serving.export_model(ae, str(tmp_path / "m"), config, tflite=False)
     loaded = tf.saved_model.load(path)
     x = rng.random((3, SIZE, SIZE, 1), dtype=np.float32)
     for name, m in [("serving_default", model), ("encode", ae.encoder())]:
@@ -585,7 +585,7 @@ def test_overwrite_without_tflite_drops_the_stale_tflite(tmp_path):
     os.makedirs(stale)
     open(os.path.join(stale, "float32.tflite"), "wb").close()
     with pytest.raises(serving.ExportError, match="already exists"):
-        serving.export_model(ae, config, base, version=1)  # tflite/1 is taken
-    serving.export_model(ae, config, base, version=1, overwrite=True, tflite=False)
+        serving.export_model(ae, base, config, version=1)  # tflite/1 is taken
+    serving.export_model(ae, base, config, version=1, overwrite=True, tflite=False)
     assert not os.path.exists(stale)
     assert _leftovers(base) == []

@@ -39,7 +39,7 @@ class Export:
             train=TrainConfig(scheme="recursive"))
         self.ae = ConvAutoencoder.from_model_config(self.config.model, (SIZE, SIZE, 1))
         self.ae.full_model()
-        self.dir = serving.export_model(self.ae, self.config, str(base), tflite=False,
+        self.dir = serving.export_model(self.ae, str(base), self.config, tflite=False,
                                         max_image_pixels=MAX_PIXELS)
         self.loaded = tf.saved_model.load(self.dir)
 

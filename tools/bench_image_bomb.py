@@ -53,7 +53,7 @@ def make_export(export_base: str) -> None:
                        model=ModelConfig(filters=(4, 8)))
     autoencoder = ConvAutoencoder.from_model_config(config.model, (32, 32, 1))
     autoencoder.full_model()
-    print(serving.export_model(autoencoder, config, export_base, tflite=False))
+    print(serving.export_model(autoencoder, export_base, config, tflite=False))
 
 
 def peak_rss_mb() -> float:

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
 
         tmp = tempfile.mkdtemp(prefix="bench_serving_")
         start = time.perf_counter()
-        version_dir = serving.export_model(autoencoder, config, os.path.join(tmp, "bench"))
+        version_dir = serving.export_model(autoencoder, os.path.join(tmp, "bench"), config)
         print(f"exported to {version_dir} in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
         tflite_dir = serving.tflite_dir(os.path.join(tmp, "bench"), 1)
