@@ -363,15 +363,13 @@ def _jsonable(value):
     return value
 
 
-def evaluate(entries: Sequence[str], output_dir: str, *, split: str = "test",
+def evaluate(entries: Sequence[str], output_dir: Optional[str] = None, *, split: str = "test",
              data_overrides: Optional[Mapping[str, object]] = None,
              batch_size: int = DEFAULT_BATCH_SIZE, num_figure_images: int = 8,
              progress: bool = True) -> dict:
-    """Evaluate the exports named by `entries` (`--models` syntax) and write metrics.json,
-    report.md, the PNG figures and TensorBoard summaries to `output_dir`. Returns what
-    metrics.json holds."""
-    if not output_dir:
-        raise EvaluateError("--output_dir=DIR is required (where the report goes)")
+    """Evaluate the exports named by `entries` (`--models` syntax); returns the numbers
+    (what metrics.json holds). With `output_dir`, also writes metrics.json, report.md,
+    the PNG figures and TensorBoard summaries there; without it, writes nothing."""
     if split not in ("test", "all"):
         raise EvaluateError(f"--split must be test or all, got {split!r}")
     if batch_size < 1:
@@ -421,34 +419,7 @@ def evaluate(entries: Sequence[str], output_dir: str, *, split: str = "test",
                  for i in members]) for k in depth_keys(first.num_stages)},
         })
 
-    # Figures.
-    os.makedirs(output_dir, exist_ok=True)
-    figures = {}
-    rows = [("originals", fig_images)]
-    rows += [(g["label"], results[groups[g["label"]][0]]["figures"][FULL]) for g in groups_json]
-    figures["reconstructions"] = report_lib.labelled_rows(
-        rows, title="Originals and reconstructions (full model)")
-    for g in groups_json:
-        r = results[groups[g["label"]][0]]
-        depth_rows = [("originals", fig_images)] + [
-            (f"depth {k}" + (" (full)" if k == g["num_stages"] else ""),
-             r["figures"][f"depth_{k}"]) for k in range(1, g["num_stages"] + 1)]
-        figures[f"depths_{_safe_filename(g['label'])}"] = report_lib.labelled_rows(
-            depth_rows, title=f"{g['label']}: reconstruction at each depth")
     frequencies = results[0]["frequencies"]
-    group_spectra = [(g["label"], np.mean([results[i]["spectra"][FULL]
-                                           for i in groups[g["label"]]], axis=0))
-                     for g in groups_json]
-    group_refs = [np.mean([results[i]["spectra"]["originals"] for i in groups[g["label"]]],
-                          axis=0) for g in groups_json]
-    figures["power_spectrum"] = report_lib.power_spectrum_plot(
-        frequencies, results[0]["spectra"]["originals"], group_spectra, reference=group_refs,
-        cutoff=metrics_lib.HIGH_FREQUENCY_CUTOFF)
-    figure_files = {}
-    for name, image in figures.items():
-        figure_files[name] = f"{name}.png"
-        report_lib.save_png(os.path.join(output_dir, f"{name}.png"), image)
-
     summary = {
         "format": FORMAT,
         "split": split,
@@ -464,9 +435,37 @@ def evaluate(entries: Sequence[str], output_dir: str, *, split: str = "test",
             "originals": results[0]["spectra"]["originals"],
             "models": {e.path: r["spectra"][FULL] for e, r in zip(exports, results)},
         },
-        "figures": figure_files,
+        "figures": {},
         "figure_note": figure_note,
     }
+    if not output_dir:
+        return summary
+
+    # Figures.
+    os.makedirs(output_dir, exist_ok=True)
+    figures = {}
+    rows = [("originals", fig_images)]
+    rows += [(g["label"], results[groups[g["label"]][0]]["figures"][FULL]) for g in groups_json]
+    figures["reconstructions"] = report_lib.labelled_rows(
+        rows, title="Originals and reconstructions (full model)")
+    for g in groups_json:
+        r = results[groups[g["label"]][0]]
+        depth_rows = [("originals", fig_images)] + [
+            (f"depth {k}" + (" (full)" if k == g["num_stages"] else ""),
+             r["figures"][f"depth_{k}"]) for k in range(1, g["num_stages"] + 1)]
+        figures[f"depths_{_safe_filename(g['label'])}"] = report_lib.labelled_rows(
+            depth_rows, title=f"{g['label']}: reconstruction at each depth")
+    group_spectra = [(g["label"], np.mean([results[i]["spectra"][FULL]
+                                           for i in groups[g["label"]]], axis=0))
+                     for g in groups_json]
+    group_refs = [np.mean([results[i]["spectra"]["originals"] for i in groups[g["label"]]],
+                          axis=0) for g in groups_json]
+    figures["power_spectrum"] = report_lib.power_spectrum_plot(
+        frequencies, results[0]["spectra"]["originals"], group_spectra, reference=group_refs,
+        cutoff=metrics_lib.HIGH_FREQUENCY_CUTOFF)
+    for name, image in figures.items():
+        summary["figures"][name] = f"{name}.png"
+        report_lib.save_png(os.path.join(output_dir, f"{name}.png"), image)
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump(_jsonable(summary), f, indent=2)
         f.write("\n")
@@ -500,6 +499,8 @@ def data_overrides_from_flags() -> Dict[str, object]:
 
 def main(argv) -> None:
     del argv
+    if not FLAGS.output_dir:
+        raise EvaluateError("--output_dir=DIR is required (where the report goes)")
     summary = evaluate(
         FLAGS.models, FLAGS.output_dir, split=FLAGS.split,
         data_overrides=data_overrides_from_flags(),

@@ -230,6 +230,17 @@ def test_figure_faces_prefer_people_every_model_was_tested_on(exports):
     assert ev.figure_images(loaded, same, 4)[1] == ""
 
 
+def test_python_evaluation_returns_the_numbers_and_writes_nothing(exports, evaluated, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = ev.evaluate([exports["stk"]], batch_size=4, num_figure_images=2, progress=False)
+    assert os.listdir(tmp_path) == [] and summary["figures"] == {}
+    (stk,) = summary["models"]
+    written = next(m for m in evaluated[1]["models"] if m["group"] == "stk")
+    assert stk["results"]["full"]["psnr"]["mean"] == written["results"]["full"]["psnr"]["mean"]
+    assert math.isfinite(stk["results"]["depth_1"]["ssim"]["mean"])
+
+
 @flagsaver.flagsaver
 def test_main_reads_only_the_flags_given(exports, tmp_path, capsys):
     flags_lib.FLAGS.unparse_flags()
