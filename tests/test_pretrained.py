@@ -1,4 +1,5 @@
-"""The committed pretrained models load and serve with plain TensorFlow and LiteRT."""
+"""The committed pretrained models load and serve with plain TensorFlow and LiteRT, and
+load into Keras (rae_keras.load) predicting what they serve, ready to fine-tune."""
 
 import io
 import json
@@ -7,12 +8,22 @@ import os
 import numpy as np
 import pytest
 import skimage.data
+import skimage.transform
 import tensorflow as tf
 from PIL import Image
+
+import rae_keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMES = {"stacked", "recursive", "recursive_interleaved", "recursive_finetune", "joint"}
 EXPORTS = sorted(os.path.join(ROOT, "exported", f"lfw64_{s}", "1") for s in SCHEMES)
+
+
+def faces(count):
+    """`count` bundled LFW faces (25x25 gray) as 64x64 RGB in [0, 1]."""
+    small = skimage.data.lfw_subset()[:count]
+    images = skimage.transform.resize(small, (count, 64, 64), anti_aliasing=True)
+    return np.repeat(images[..., None], 3, axis=-1).astype(np.float32)
 
 
 def test_every_scheme_has_a_pretrained_model():
@@ -52,3 +63,22 @@ def test_pretrained_tflite_matches_saved_model():
     expected = tf.saved_model.load(version_dir).signatures["serving_default"](
         images=images)["reconstruction"].numpy()
     np.testing.assert_allclose(runner(images=images)["reconstruction"], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("version_dir", EXPORTS, ids=lambda d: d.split(os.sep)[-2])
+def test_pretrained_model_loads_and_predicts_what_it_serves(version_dir):
+    model = rae_keras.load(os.path.dirname(version_dir))  # the export base: its newest version
+    images = faces(4)
+    served = tf.saved_model.load(version_dir).signatures["serving_default"](
+        images=tf.constant(images))["reconstruction"].numpy()
+    assert np.max(np.abs(model.reconstruct(images) - served)) <= 1e-5
+
+
+def test_pretrained_model_fine_tunes():
+    model = rae_keras.load(os.path.join(ROOT, "exported", "lfw64_recursive"))
+    before = [w.numpy().copy() for w in model.weights]
+    history = rae_keras.fit(model, faces(8), scheme="stacked", epochs=1, batch_size=8,
+                            verbose=0, log=lambda message: None)
+    losses = [loss for phase in history.values() for loss in phase["loss"]]
+    assert losses and np.all(np.isfinite(losses))
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))
