@@ -34,6 +34,8 @@ def as_array(x, sample_shape: Sequence[int], *, name: str = "x",
             array = np.asarray(x)
         except (ValueError, TypeError) as e:
             raise InputError(f"{name} is not an array of samples: {e}") from None
+    if array.ndim <= 1 and array.size == 0:  # [] or np.array([]): no samples at all
+        raise InputError(f"{name} is empty: no samples to train on")
     if array.ndim == len(sample_shape) and array.shape == sample_shape:
         raise InputError(f"{name} is one sample of shape {sample_shape}; add the batch axis "
                          f"(x[None]) to pass a batch of one")

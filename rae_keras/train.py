@@ -1,15 +1,19 @@
 """python -m rae_keras.train --flagfile=configs/NAME.cfg [--flag=value ...]
 
-Trains (or resumes) a run in --model_dir, then exports the final model to --export_dir.
+Trains (or resumes) a run in --model_dir, then exports the final model to --export_dir:
+the flags become a RunConfig, its ConvAutoencoder is trained by `rae_keras.fit`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import os
 
 from absl import logging
 
 from rae_keras import config as config_lib
 from rae_keras import data as data_lib
-from rae_keras import distribute, export, fileio
+from rae_keras import distribute, export, fileio, inputs
 from rae_keras import flags as flags_lib
 from rae_keras import runs, serving, training
 from rae_keras.models import StagedAutoencoder
@@ -21,22 +25,24 @@ def main(argv) -> None:
     config = flags_lib.run_config_from_flags()
     strategy = distribute.make_strategy(config.distribute)  # before any other TF work
     chief = distribute.is_chief(strategy)
-    with runs.RunDirectory(config.model_dir if chief
-                           else distribute.scratch_dir(config.model_dir, strategy)) as run:
-        # Claimed first: a busy, foreign or mismatched directory fails before any loading.
-        run.prepare(config, overwrite=flags_lib.FLAGS.overwrite)
-        splits = data_lib.load_splits(config.data)
-        print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
-              f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir "
-              f"{run.path}; {distribute.describe(strategy)}")
-        autoencoder, state = training.train(config, splits, run, strategy=strategy)
-        if not chief:
-            return  # the chief exports
-        if config.export_dir and not state.exported:
-            version_dir = export_trained(run, state, autoencoder, config, flags_lib.FLAGS.tflite)
-            print(f"exported {version_dir}")
-        elif state.exported:
-            print(f"already exported to {state.exported}")
+    model_dir = (config.model_dir if chief
+                 else distribute.scratch_dir(config.model_dir, strategy))
+    splits = data_lib.load_splits(config.data)
+    print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
+          f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir "
+          f"{os.path.abspath(model_dir)}; {distribute.describe(strategy)}")
+    model = training.build_model(config, strategy)
+    training.fit(model, splits.train.images, validation_data=splits.test.images,
+                 model_dir=model_dir, overwrite=flags_lib.FLAGS.overwrite, strategy=strategy,
+                 run_config=config, **dataclasses.asdict(config.train))
+    if chief and config.export_dir:  # the chief exports
+        with runs.RunDirectory(model_dir) as run:
+            run.prepare(run.load_config())
+            state = run.restore(model)
+            if state.exported:
+                print(f"already exported to {state.exported}")
+            else:
+                print(f"exported {export_trained(run, state, model, config, flags_lib.FLAGS.tflite)}")
 
 
 def export_trained(run: runs.RunDirectory, state: runs.TrainingState,
@@ -52,7 +58,7 @@ def export_trained(run: runs.RunDirectory, state: runs.TrainingState,
 
 
 ERRORS = (config_lib.ConfigError, data_lib.DataError, runs.RunDirError, serving.ExportError,
-          training.TrainingDiverged, fileio.WriteError)
+          training.TrainingDiverged, fileio.WriteError, inputs.InputError)
 
 if __name__ == "__main__":
     flags_lib.run_main(main, ERRORS)

@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from rae_keras import data as data_lib
 from rae_keras import distribute, inputs
-from rae_keras.config import ARRAYS, ConfigError, DataConfig, RunConfig, TrainConfig
+from rae_keras.config import (ARRAYS, ConfigError, DataConfig, ModelConfig, RunConfig,
+                              TrainConfig)
 from rae_keras.loops import DistributedLoop
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder, leaf_layers
 from rae_keras.runs import RunDirectory, TrainingState, image_shape_of
@@ -61,6 +62,9 @@ def fit(model: StagedAutoencoder, x, scheme: str = "recursive", epochs: int = 1,
     except TypeError as e:
         raise ConfigError(f"fit: {e}") from None
     config.validate()
+    if config.level_weights and len(config.level_weights) != model.num_stages:
+        raise ConfigError(f"level_weights has {len(config.level_weights)} values for a model "
+                          f"of {model.num_stages} stages (one per level)")
     train_x = inputs.as_array(x, model.sample_shape, name="x")
     val_x = (inputs.as_array(validation_data, model.sample_shape, name="validation_data")
              if validation_data is not None else None)
@@ -80,18 +84,24 @@ def fit(model: StagedAutoencoder, x, scheme: str = "recursive", epochs: int = 1,
     return history_of(state)
 
 
+def build_model(config: RunConfig, strategy: Optional[tf.distribute.Strategy] = None
+                ) -> ConvAutoencoder:
+    """`config`'s ConvAutoencoder, seeded by its training seed, every variable created
+    under `strategy` (mixed precision as the config asks)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.train.seed)
+    with strategy.scope():
+        return ConvAutoencoder.from_model_config(
+            config.model, image_shape_of(config),
+            dtype=distribute.mixed_precision_policy(config.train.mixed_precision))
+
+
 def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
           strategy: Optional[tf.distribute.Strategy] = None, custom_loop: Optional[bool] = None,
           log: Callable[[str], None] = print, verbose="auto"
           ) -> tuple[ConvAutoencoder, TrainingState]:
-    """The command line's training: `config`'s ConvAutoencoder, seeded and built (every
-    variable) under `strategy`, trained on `splits` in `run` (already prepared)."""
-    strategy = strategy or tf.distribute.get_strategy()
-    policy = distribute.mixed_precision_policy(config.train.mixed_precision)
-    keras.utils.set_random_seed(config.train.seed)
-    with strategy.scope():
-        model = ConvAutoencoder.from_model_config(config.model, image_shape_of(config),
-                                                  dtype=policy)
+    """`config`'s network trained on `splits` in `run` (already prepared with `config`)."""
+    model = build_model(config, strategy)
     state = run_phases(model, config.train, splits.train.images, splits.test.images, run,
                        strategy=strategy, custom_loop=custom_loop, log=log, verbose=verbose)
     return model, state
@@ -101,14 +111,20 @@ def describe_run(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndar
                  model_dir: str, run_config: Optional[RunConfig] = None) -> RunConfig:
     """What the run directory records: the driver's configuration (or one for data
     given in Python), the model's Keras config for `load`, and fingerprints of the
-    architecture and the training data, so a rerun on other data is refused."""
+    architecture and the training data, so a rerun on other data is refused.
+    The model section describes the network (a ConvAutoencoder's settings; for another
+    network the channels of h_1..h_N): reading config.json back checks level_weights
+    against its number of stages."""
     if run_config is None:
         shape = model.sample_shape
         image = model.is_image_model
+        model_config = getattr(model, "model_config", None) or ModelConfig(
+            filters=tuple(model.shape_at(k)[-1] for k in range(1, model.num_stages + 1)))
         run_config = RunConfig(
             name=os.path.basename(os.path.normpath(model_dir)) or "run", model_dir=model_dir,
             data=DataConfig(dataset=ARRAYS, image_size=shape[0] if image else 0,
-                            channels=shape[-1] if image else 0))
+                            channels=shape[-1] if image else 0),
+            model=model_config)
     return dataclasses.replace(
         run_config, train=config, data_fingerprint=inputs.fingerprint(train_x),
         model_fingerprint=model.structure_fingerprint(),
