@@ -6,32 +6,8 @@ Layout written under an export base (`exported/NAME`), TF Serving's layout:
     EXPORT_BASE/VERSION/assets.extra/rae_config.json
     EXPORT_BASE/tflite/VERSION/{float32,float16,dynamic_int8}.tflite
 
-Signatures, every one with a dynamic batch dimension B (B = 0 included):
-
-    serving_default          images float32 [B,S,S,C] in [0,1] -> reconstruction [B,S,S,C]
-    encode                   images                             -> code [B,s,s,c]
-    decode                   code                               -> reconstruction
-    reconstruct_depth_K      images                             -> reconstruction (K = 1..N)
-    reconstruct_image_bytes  image_bytes string [B] (JPEG/PNG/BMP, any size)
-                             -> reconstruction_bytes string [B] (PNG), reconstruction,
-                                valid bool [B], error string [B]
-
-What a request gets:
-
-- A tensor of another shape than declared (no batch axis, a rank-5 tensor, another
-  image size) fails the request with InvalidArgumentError naming the expected shape,
-  checked before any op runs, also when fed by tensor name as TF Serving does.
-- NaN or infinite values are not refused: they give non-finite outputs for that image
-  only, and the other images of the batch are unaffected (refusing them would let one
-  client fail a whole batch that TF Serving's request batching assembled).
-- A photo the bytes signature cannot use fails only itself, for the same reason: it
-  gets valid=false, an empty reconstruction_bytes, a zero reconstruction and the reason
-  in `error`; a batch of one such photo is answered the same way, not with an error.
-  Refused are corrupt or truncated data, formats other than JPEG, PNG and BMP (GIF's
-  frame count is unbounded), and photos whose header declares more than
-  `max_image_pixels` pixels (4096*4096 unless set at export; in rae_config.json):
-  those are refused from the header, before any decoding, so a small file declaring a
-  huge image costs nothing.
+Signatures and what a request gets: `rae_keras.signatures`; the export base's versions
+and their repair: `rae_keras.versions`.
 
 Each version is built in a hidden temporary sibling directory (`.N.tmp-*`, a name TF
 Serving never takes for a version) and renamed into place only when complete, so a
@@ -50,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -60,123 +36,25 @@ import rae_keras
 from rae_keras import fileio
 from rae_keras.config import ARRAYS, DataConfig, ModelConfig, RunConfig
 from rae_keras.models import StagedAutoencoder
-from rae_keras.preprocessing import header_size, preprocess_bytes
+# The signatures and the version layout, re-exported: this module is where exports are made.
+from rae_keras.signatures import (  # noqa: F401
+    DECODE, DEFAULT_MAX_IMAGE_PIXELS, ENCODE, RECONSTRUCT_IMAGE_BYTES, SERVING_DEFAULT,
+    build_export_archive, depth_signature, serving_functions, signature_names,
+    tflite_signature_names, to_png_pixels)
+from rae_keras.versions import (  # noqa: F401
+    TFLITE_DIRNAME, TFLITE_QUANTIZATIONS, latest_version, list_versions, next_version,
+    repair_export_base, tflite_dir, version_dir)
+from rae_keras.versions import _settle_version
 
-SERVING_DEFAULT = "serving_default"
-ENCODE = "encode"
-DECODE = "decode"
-RECONSTRUCT_IMAGE_BYTES = "reconstruct_image_bytes"
 CONFIG_FILENAME = "rae_config.json"
 # The Keras model beside the SavedModel, for `rae_keras.load` (TF Serving ignores
 # assets.extra): an export can be fine-tuned, not only served.
 KERAS_FILENAME = "model.keras"
 ASSETS_EXTRA = "assets.extra"
-TFLITE_DIRNAME = "tflite"
-TFLITE_QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 class ExportError(RuntimeError):
     """An export that cannot be done or did not complete; nothing was left behind."""
-
-
-# --------------------------------------------------------------------------- layout
-def version_dir(export_base: str, version: int) -> str:
-    return os.path.join(export_base, str(int(version)))
-
-
-def tflite_dir(export_base: str, version: int) -> str:
-    return os.path.join(export_base, TFLITE_DIRNAME, str(int(version)))
-
-
-def _integer_entries(path: str) -> List[int]:
-    if not os.path.isdir(path):
-        return []
-    return sorted(int(name) for name in os.listdir(path)
-                  if name.isdigit() and os.path.isdir(os.path.join(path, name)))
-
-
-def list_versions(export_base: str) -> List[int]:
-    """The SavedModel versions under `export_base`, ascending."""
-    return _integer_entries(export_base)
-
-
-def latest_version(export_base: str) -> Optional[int]:
-    versions = list_versions(export_base)
-    return versions[-1] if versions else None
-
-
-def next_version(export_base: str) -> int:
-    """One past the highest version present; 1 for a new base. Counts a version that
-    a killed overwrite left aside (the next export restores it) and TFLite directories,
-    but not orphans the next export removes."""
-    orphans = _orphan_tflite_versions(export_base)
-    taken = _integer_entries(export_base) + [
-        v for v in _integer_entries(os.path.join(export_base, TFLITE_DIRNAME))
-        if v not in orphans]
-    taken += [int(name) for name, kind, _ in fileio.staged_leftovers(export_base)
-              if kind == "old" and name.isdigit()]
-    return max(taken) + 1 if taken else 1
-
-
-def _orphan_tflite_versions(export_base: str) -> List[int]:
-    """tflite/N without SavedModel N (or an old copy of it) holding exactly the files an
-    export writes: an export killed between its two commits left it. Anything else
-    there was not written by rae_keras and is kept (and its number stays taken)."""
-    versions = set(list_versions(export_base))
-    lite_base = os.path.join(export_base, TFLITE_DIRNAME)
-    ours = {f"{q}.tflite" for q in TFLITE_QUANTIZATIONS}
-    return [v for v in _integer_entries(lite_base)
-            if v not in versions and not fileio.asides(version_dir(export_base, v))
-            and set(os.listdir(os.path.join(lite_base, str(v)))) == ours]
-
-
-def repair_export_base(export_base: str) -> None:
-    """Undoes what killed exports left in `export_base`: removes their `.N.tmp-*`
-    temporaries and settles every version with an old copy aside or an orphan TFLite
-    directory (see `_settle_version`). Only for a writer holding the base's lock."""
-    lite_base = os.path.join(export_base, TFLITE_DIRNAME)
-    unsettled = set(_orphan_tflite_versions(export_base))
-    for directory in (export_base, lite_base):
-        for name, kind, path in fileio.staged_leftovers(directory):
-            if not name.isdigit():
-                continue  # not a version: not ours
-            if kind == "tmp":
-                fileio.remove_trees([path])
-            else:
-                unsettled.add(int(name))
-    for version in sorted(unsettled):
-        _settle_version(export_base, version)
-
-
-def _settle_version(export_base: str, version: int) -> None:
-    """Leaves version N whole after its swap finished, failed or was killed.
-
-    Overwriting an existing N, export_model moves the old tflite/N aside, then the old
-    N, then renames the new tflite/N in and the new N last (the commit point); no old
-    tflite/N is moved aside without an old N. So an old N aside next to N means the
-    swap committed: drop the old copies, TFLite first. An old N aside without N means
-    it did not, and a tflite/N there is the new one: remove it, put N back, then the
-    old tflite/N. Without N at all, a tflite/N is an orphan (see
-    `_orphan_tflite_versions`). Each step can be redone after a kill.
-    """
-    final, lite = version_dir(export_base, version), tflite_dir(export_base, version)
-    old, old_lite = fileio.asides(final), fileio.asides(lite)
-    if old and os.path.isdir(final):
-        fileio.remove_trees(old_lite + old)
-        return
-    if old:
-        fileio.remove_trees([lite])
-        os.rename(old[0], final)
-        fileio.remove_trees(old[1:])
-    if not os.path.isdir(final):
-        if version in _orphan_tflite_versions(export_base):
-            fileio.remove_trees([lite])
-        fileio.remove_trees(old_lite)
-    elif old_lite:
-        fileio.remove_trees([lite])
-        os.rename(old_lite[0], lite)
-        fileio.remove_trees(old_lite[1:])
 
 
 def weights_sha256(autoencoder: StagedAutoencoder) -> str:
@@ -209,186 +87,6 @@ def _first_non_finite(autoencoder: StagedAutoencoder) -> Optional[str]:
         if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
             return variable.path
     return None
-
-
-def depth_signature(depth: int) -> str:
-    return f"reconstruct_depth_{depth}"
-
-
-def signature_names(num_stages: int, include_bytes: bool = True) -> List[str]:
-    """Every SavedModel signature key, in the order they are registered."""
-    names = [SERVING_DEFAULT, ENCODE, DECODE]
-    names += [depth_signature(k) for k in range(1, num_stages + 1)]
-    if include_bytes:
-        names.append(RECONSTRUCT_IMAGE_BYTES)
-    return names
-
-
-def tflite_signature_names(num_stages: int) -> List[str]:
-    """The signatures converted to TFLite: all but the bytes one."""
-    return signature_names(num_stages, include_bytes=False)
-
-
-# --------------------------------------------------------------------------- signatures
-def to_png_pixels(images: tf.Tensor) -> tf.Tensor:
-    """Float [.., H, W, C] in [0, 1] -> uint8, rounded to the nearest level."""
-    return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
-
-
-def _checked(inputs: tf.Tensor) -> tf.Tensor:
-    """`inputs` after a run-time check that the request matches the declared shape.
-
-    The placeholder's declared shape is checked only by Python front ends; a C++ Session
-    fed by tensor name (TF Serving) passes any shape on, and oneDNN's Conv2D aborts the
-    process on a missing batch axis while a wrong spatial size is silently resampled.
-    EnsureShape on the data path runs before every op that uses the input, and grappler
-    keeps it (tests/test_serving_requests.py feeds such a Session); its
-    InvalidArgumentError names the expected shape. The dtype needs no check: a Session
-    refuses a feed of another dtype itself.
-    """
-    return tf.ensure_shape(inputs, inputs.shape)
-
-
-def _any_batch(model: Callable, inputs: tf.Tensor) -> tf.Tensor:
-    """model(inputs) for every batch size B, 0 included.
-
-    oneDNN's Conv2D fails on an empty batch, so B=0 runs on one appended zero row that
-    is sliced off again; other batches only pay for a copy of the input.
-    """
-    batch = tf.shape(inputs)[0]
-    missing = tf.maximum(1 - batch, 0)
-    padding = tf.zeros(tf.concat([[missing], tf.shape(inputs)[1:]], 0), inputs.dtype)
-    padded = tf.ensure_shape(tf.concat([inputs, padding], 0), inputs.shape)
-    return model(padded, training=False)[:batch]
-
-
-# Why an image of the bytes signature got no reconstruction: its `error` output.
-IMAGE_OK, IMAGE_UNSUPPORTED, IMAGE_TOO_LARGE, IMAGE_CORRUPT = range(4)
-_IMAGE_ERRORS = ("", "not a JPEG, PNG or BMP image", "too large",
-                 "corrupt or truncated image data")
-
-
-def _preprocess_each(image_bytes: tf.Tensor, crop: int, size: int, channels: int,
-                     max_pixels: int):
-    """Every photo of a bytes batch preprocessed on its own: (images [B,S,S,C], zero
-    for a bad photo; status [B], an IMAGE_* code; height_width [B, 2] from its header).
-
-    A bad photo must not fail the batch: under TF Serving's request batching the batch
-    holds other clients' requests too. A graph can catch a decoder's error only in
-    tf.data's `ignore_errors`, which drops the element, so each photo travels with its
-    index and one that never comes back is IMAGE_CORRUPT. Each header is read first, and
-    a photo declaring more than `max_pixels` pixels, or in a format whose header is not
-    read (GIF: any number of frames; WebP), is refused without being decoded.
-    """
-    def prepare(index, data):
-        height_width = header_size(data)
-        status = tf.where(height_width[0] < 0, IMAGE_UNSUPPORTED,
-                          tf.where(height_width[0] * height_width[1] > max_pixels,
-                                   IMAGE_TOO_LARGE, IMAGE_OK))
-        image = tf.cond(tf.equal(status, IMAGE_OK),
-                        lambda: preprocess_bytes(data, crop, size, channels),
-                        lambda: tf.zeros([size, size, channels]))
-        return index, status, height_width, image
-
-    count = tf.shape(image_bytes)[0]
-    kept = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-            .map(prepare).ignore_errors())
-    nothing = (tf.zeros([0], tf.int32), tf.zeros([0], tf.int32), tf.zeros([0, 2], tf.int64),
-               tf.zeros([0, size, size, channels]))
-    one_batch = kept.batch(tf.cast(tf.maximum(count, 1), tf.int64))
-    index, status, height_width, images = one_batch.reduce(
-        nothing, lambda done, batch: tuple(tf.concat(pair, 0) for pair in zip(done, batch)))
-
-    def place(values, default):
-        return tf.tensor_scatter_nd_update(default, index[:, None], values)
-
-    return (place(images, tf.zeros([count, size, size, channels])),
-            place(status, tf.fill([count], IMAGE_CORRUPT)),
-            place(height_width, tf.zeros([count, 2], tf.int64)))
-
-
-def _image_errors(status: tf.Tensor, height_width: tf.Tensor, max_pixels: int) -> tf.Tensor:
-    """string [B]: "" for a good photo, else why it got no reconstruction."""
-    size = tf.strings.as_string(height_width)
-    too_large = tf.strings.join([
-        "image of ", size[:, 1], "x", size[:, 0],
-        f" pixels is larger than max_image_pixels={max_pixels}; not decoded"])
-    return tf.where(tf.equal(status, IMAGE_TOO_LARGE), too_large,
-                    tf.gather(_IMAGE_ERRORS, status))
-
-
-def serving_functions(autoencoder: StagedAutoencoder, config: RunConfig, *,
-                      max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-                      ) -> Dict[str, tuple]:
-    """Signature name -> (fn, input_signature). Every fn returns a dict of named outputs.
-
-    `max_image_pixels`: the bytes signature refuses photos whose header declares more.
-    """
-    if int(max_image_pixels) < 1:
-        raise ValueError(f"max_image_pixels must be positive, got {max_image_pixels}")
-    max_image_pixels = int(max_image_pixels)
-    crop = config.data.crop
-    images_spec = tf.TensorSpec([None, *autoencoder.image_shape], tf.float32, name="images")
-    code_spec = tf.TensorSpec([None, *autoencoder.code_shape], tf.float32, name="code")
-    bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
-    full = autoencoder.full_model()
-    encoder = autoencoder.encoder()
-    decoder = autoencoder.decoder()
-
-    def serving_default(images):
-        return {"reconstruction": _any_batch(full, _checked(images))}
-
-    def encode(images):
-        return {"code": _any_batch(encoder, _checked(images))}
-
-    def decode(code):
-        return {"reconstruction": _any_batch(decoder, _checked(code))}
-
-    def depth_fn(depth: int) -> Callable:
-        model = autoencoder.depth_model(depth)
-
-        def reconstruct_depth(images):
-            return {"reconstruction": _any_batch(model, _checked(images))}
-
-        return reconstruct_depth
-
-    def reconstruct_image_bytes(image_bytes):
-        size, _, channels = autoencoder.image_shape
-        images, status, height_width = _preprocess_each(
-            _checked(image_bytes), crop, size, channels, max_image_pixels)
-        valid = tf.equal(status, IMAGE_OK)
-        reconstruction = tf.where(valid[:, None, None, None], _any_batch(full, images), 0.0)
-        pngs = tf.map_fn(tf.io.encode_png, to_png_pixels(reconstruction),
-                         fn_output_signature=tf.TensorSpec([], tf.string))
-        return {"reconstruction_bytes": tf.where(valid, pngs, ""),
-                "reconstruction": reconstruction,
-                "valid": valid,
-                "error": _image_errors(status, height_width, max_image_pixels)}
-
-    functions = {
-        SERVING_DEFAULT: (serving_default, [images_spec]),
-        ENCODE: (encode, [images_spec]),
-        DECODE: (decode, [code_spec]),
-    }
-    for k in range(1, autoencoder.num_stages + 1):
-        functions[depth_signature(k)] = (depth_fn(k), [images_spec])
-    if autoencoder.is_image_model:  # photos in, PNGs out; other inputs get floats only
-        functions[RECONSTRUCT_IMAGE_BYTES] = (reconstruct_image_bytes, [bytes_spec])
-    return functions
-
-
-def build_export_archive(autoencoder: StagedAutoencoder, config: RunConfig, *,
-                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-                         ) -> keras.export.ExportArchive:
-    """An ExportArchive over the autoencoder's variables with every signature."""
-    archive = keras.export.ExportArchive()
-    # No archive.track(model): the endpoints capture every variable they use, and
-    # tracking the Keras model as well stores each weight twice (once as the Keras
-    # variable, once as the tf.Variable under it), doubling the SavedModel on disk.
-    functions = serving_functions(autoencoder, config, max_image_pixels=max_image_pixels)
-    for name, (fn, input_signature) in functions.items():
-        archive.add_endpoint(name=name, fn=fn, input_signature=input_signature)
-    return archive
 
 
 def rae_config(autoencoder: StagedAutoencoder, config: RunConfig, version: int, *,
