@@ -11,7 +11,7 @@ The public API, what a notebook types:
 
 __version__ = "0.1.0"
 
-from rae_keras.config import ConfigError, SCHEMES  # noqa: E402
+from rae_keras.config import ConfigError  # noqa: E402
 from rae_keras.exports import LoadError, load  # noqa: E402
 from rae_keras.inputs import InputError  # noqa: E402
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder  # noqa: E402
@@ -21,5 +21,5 @@ from rae_keras.training import TrainingDiverged, fit  # noqa: E402
 
 __all__ = [
     "ConfigError", "ConvAutoencoder", "ExportError", "InputError", "LoadError", "RunDirError",
-    "SCHEMES", "StagedAutoencoder", "TrainingDiverged", "export_model", "fit", "load",
+    "StagedAutoencoder", "TrainingDiverged", "export_model", "fit", "load",
 ]

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -38,14 +37,15 @@ import tensorflow as tf
 
 import rae_keras
 from rae_keras import fileio
+from rae_keras.checkpoints import (  # noqa: F401  (TrainingState and the names: runs' API)
+    MANIFEST, OPTIMIZER, STATE, WEIGHTS, TrainingState, Unusable, load_optimizer, load_weights,
+    one_line, read_manifest, verify, write_manifest)
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder
 from rae_keras.config import RunConfig
 
 _CKPT = re.compile(r"^ckpt-(\d+)$")
 KEEP_CHECKPOINTS = 2
 LOCK_NAME = "run.lock"
-WEIGHTS, OPTIMIZER, STATE, MANIFEST = ("model.weights.h5", "optimizer.npz", "state.json",
-                                       "manifest.json")
 # What --overwrite deletes: everything rae_keras writes at the top of a run directory
 # except the lock (held by the writer doing the deleting) and workers/ (each worker's
 # scratch run directory, which that worker owns and overwrites itself).
@@ -59,55 +59,8 @@ class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (e.g. another configuration)."""
 
 
-class _Unusable(Exception):
-    """Why a checkpoint cannot be restored (damaged, truncated, edited)."""
-
-
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@dataclasses.dataclass
-class TrainingState:
-    phase: int = 0  # index of the phase in progress
-    epoch: int = 0  # epochs completed in that phase
-    history: List[Dict] = dataclasses.field(default_factory=list)
-    finished: bool = False
-    exported: Optional[str] = None  # version dir written after the run finished
-
-    @classmethod
-    def from_dict(cls, d) -> "TrainingState":
-        """A state.json's content; ValueError/TypeError if it does not describe progress."""
-        if not isinstance(d, dict):
-            raise ValueError("not a JSON object")
-        state = cls(**d)
-
-        def count(v):
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-        if not (count(state.phase) and count(state.epoch) and isinstance(state.finished, bool)
-                and isinstance(state.exported, (str, type(None)))
-                and isinstance(state.history, list)
-                and all(isinstance(h, dict) and isinstance(h.get("loss"), list)
-                        for h in state.history)):
-            raise ValueError("a field has the wrong type")
-        return state
-
-    @property
-    def epochs_done(self) -> int:
-        return sum(len(h["loss"]) for h in self.history)
-
-    def record_epoch(self, phase_index: int, phase_name: str, logs: Dict[str, float],
-                     seconds: float) -> None:
-        while len(self.history) <= phase_index:
-            self.history.append({"phase": phase_name, "loss": [], "val_loss": [], "seconds": []})
-        entry = self.history[phase_index]
-        entry["phase"] = phase_name
-        entry["loss"].append(float(logs["loss"]))
-        if "val_loss" in logs:
-            entry["val_loss"].append(float(logs["val_loss"]))
-        entry["seconds"].append(round(float(seconds), 3))
-        self.phase, self.epoch = phase_index, len(entry["loss"])
 
 
 class RunDirectory:
@@ -274,7 +227,7 @@ class RunDirectory:
             return RunConfig.from_dict(values).validate()
         except (OSError, ValueError, TypeError) as e:
             raise RunDirError(f"{self.config_path} is not a valid rae_keras configuration "
-                              f"({_one_line(e)})") from None
+                              f"({one_line(e)})") from None
 
     def _write_config(self, config: RunConfig, *, delete_run: bool) -> None:
         try:
@@ -292,7 +245,7 @@ class RunDirectory:
                              "keras": keras.__version__, "numpy": np.__version__},
             })
         except OSError as e:
-            raise RunDirError(f"cannot prepare {self.path}: {_one_line(e)}") from None
+            raise RunDirError(f"cannot prepare {self.path}: {one_line(e)}") from None
 
     # ---------------------------------------------------------- checkpoints
     def checkpoints(self) -> List[Tuple[int, str]]:
@@ -352,7 +305,7 @@ class RunDirectory:
             with fileio.atomic_directory(path) as tmp:
                 write_files(tmp)
                 fileio.atomic_write_json(os.path.join(tmp, STATE), dataclasses.asdict(state))
-                _write_manifest(tmp, self._fingerprint)
+                write_manifest(tmp, self._fingerprint)
         except OSError as e:
             raise self._write_error(f"checkpoint {os.path.basename(path)}", e, kept) from None
         self._current = path
@@ -369,7 +322,7 @@ class RunDirectory:
         if error.errno == errno.ENOSPC or "No space left" in str(error):
             return RunDirError(f"no space left on device while writing {what} in {self.path}; "
                                f"{kept}")
-        return RunDirError(f"could not write {what} in {self.path} ({_one_line(error)}); {kept}")
+        return RunDirError(f"could not write {what} in {self.path} ({one_line(error)}); {kept}")
 
     def restore(self, autoencoder: StagedAutoencoder) -> TrainingState:
         """Loads the newest checkpoint that verifies into `autoencoder`; its training
@@ -389,9 +342,9 @@ class RunDirectory:
         if not saved_path or not os.path.exists(saved_path):
             return False
         try:
-            values = _load_optimizer(saved_path)
+            values = load_optimizer(saved_path)
         except Exception as e:  # a zip, npy or I/O error: any of them means unreadable
-            raise RunDirError(f"{saved_path} does not load ({_one_line(e)})") from None
+            raise RunDirError(f"{saved_path} does not load ({one_line(e)})") from None
         if len(values) != len(optimizer_variables):
             raise RunDirError(
                 f"checkpoint {self._current} holds {len(values)} optimizer variables, the "
@@ -409,10 +362,10 @@ class RunDirectory:
         reasons = []
         for _, path in reversed(found):
             try:
-                state, fingerprint = _verify(path)
+                state, fingerprint = verify(path)
                 if autoencoder is not None:
-                    _load_weights(autoencoder, path)
-            except _Unusable as e:
+                    load_weights(autoencoder, path)
+            except Unusable as e:
                 if os.path.isdir(path):  # else the writer pruned it while we read it
                     reasons.append(f"{os.path.basename(path)}: {e}")
                     self._set_aside(path, str(e))
@@ -446,8 +399,8 @@ class RunDirectory:
         they do when config.json is read)."""
         for _, path in reversed(self.checkpoints()):
             try:
-                manifest = _read_manifest(path)
-            except _Unusable:
+                manifest = read_manifest(path)
+            except Unusable:
                 continue
             if manifest is not None:
                 return _fingerprint(RunConfig.from_dict(manifest["training_fingerprint"]))
@@ -475,89 +428,13 @@ def build_model(config: RunConfig) -> StagedAutoencoder:
         try:
             return keras.saving.deserialize_keras_object(json.loads(config.keras_model))
         except Exception as e:  # a custom layer that is not registered, or a damaged file
-            raise RunDirError(f"cannot rebuild the model of this run ({_one_line(e)}); import "
+            raise RunDirError(f"cannot rebuild the model of this run ({one_line(e)}); import "
                               "the module that registers its custom layers first") from None
     return ConvAutoencoder.from_model_config(config.model, image_shape_of(config))
 
 
 def image_shape_of(config: RunConfig) -> Tuple[int, int, int]:
     return (config.data.image_size, config.data.image_size, config.data.channels)
-
-
-# ------------------------------------------------------------- checkpoint files
-def _write_manifest(directory: str, fingerprint: dict) -> None:
-    files = {name: _sha256(os.path.join(directory, name))
-             for name in sorted(os.listdir(directory))}
-    fileio.atomic_write_json(os.path.join(directory, MANIFEST), {
-        "files": files, "training_fingerprint": fingerprint,
-        "rae_keras": rae_keras.__version__})
-
-
-def _read_manifest(path: str) -> Optional[dict]:
-    """The checkpoint's manifest; None for a checkpoint written before manifests."""
-    manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.exists(manifest_path):
-        return None
-    try:
-        manifest = fileio.read_json(manifest_path)
-        files = manifest["files"]
-        ok = (isinstance(files, dict) and {WEIGHTS, STATE} <= set(files)
-              and isinstance(manifest["training_fingerprint"], dict))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise _Unusable(f"{MANIFEST} is unreadable ({_one_line(e)})") from None
-    if not ok:
-        raise _Unusable(f"{MANIFEST} is incomplete")
-    return manifest
-
-
-def _verify(path: str) -> Tuple[TrainingState, Optional[dict]]:
-    """Checks everything but the weights' content: the manifest's hashes, state.json,
-    optimizer.npz. Returns the state and the recorded fingerprint (None: no manifest)."""
-    manifest = _read_manifest(path)
-    if manifest is not None:
-        present = set(os.listdir(path)) - {MANIFEST}
-        if present != set(manifest["files"]):
-            raise _Unusable(f"its files ({', '.join(sorted(present))}) are not those its "
-                            f"manifest lists")
-        for name, digest in manifest["files"].items():
-            if _sha256(os.path.join(path, name)) != digest:
-                raise _Unusable(f"{name} does not match the sha256 in its manifest")
-    try:
-        state = TrainingState.from_dict(fileio.read_json(os.path.join(path, STATE)))
-    except (OSError, ValueError, TypeError) as e:
-        raise _Unusable(f"{STATE} is invalid ({_one_line(e)})") from None
-    if os.path.exists(os.path.join(path, OPTIMIZER)):
-        try:
-            _load_optimizer(os.path.join(path, OPTIMIZER))
-        except Exception as e:  # a zip, npy or I/O error: any of them means unreadable
-            raise _Unusable(f"{OPTIMIZER} does not load ({_one_line(e)})") from None
-    return state, manifest and manifest["training_fingerprint"]
-
-
-def _load_weights(autoencoder: StagedAutoencoder, path: str) -> None:
-    model = autoencoder.full_model()
-    try:
-        model.load_weights(os.path.join(path, WEIGHTS))
-    except Exception as e:  # h5py and Keras raise many kinds for a damaged file
-        raise _Unusable(f"{WEIGHTS} does not load ({_one_line(e)})") from None
-    if not all(np.isfinite(w).all() for w in model.get_weights()):
-        raise _Unusable(f"{WEIGHTS} holds non-finite weights")
-
-
-def _load_optimizer(path: str) -> List[np.ndarray]:
-    with np.load(path, allow_pickle=False) as saved:
-        return [saved[key] for key in sorted(saved.files)]
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as e:
-        raise _Unusable(f"{os.path.basename(path)} is unreadable ({e.strerror or e})") from None
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------- helpers
@@ -600,11 +477,6 @@ def _fits(value, default) -> bool:
         return isinstance(value, list) and all(
             _fits(v, default[0] if default else 0.0) for v in value)
     return type(value) is type(default)
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:
