@@ -8,10 +8,13 @@ load and serve only exports you trust.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import List, Sequence, Tuple
 
 import keras
 
+from rae_keras import config as config_lib
 from rae_keras import runs, serving
 from rae_keras.models import StagedAutoencoder
 
@@ -49,3 +52,85 @@ def load(path: str) -> StagedAutoencoder:
         raise LoadError(f"{version} holds no {serving.ASSETS_EXTRA}/{serving.KERAS_FILENAME} "
                         "(exported by an older rae_keras); it can be served but not loaded")
     return keras.models.load_model(keras_file)
+
+
+# --------------------------------------------------------------------------- export lists
+@dataclasses.dataclass(frozen=True)
+class ListedExport:
+    """One export of a model list (`--models`), its rae_config.json read."""
+    group: str  # the report row it belongs to
+    path: str  # as given
+    version_dir: str  # absolute
+    rae_config: dict
+
+    @property
+    def name(self) -> str:
+        return self.rae_config.get("name") or os.path.basename(self.path.rstrip("/"))
+
+    @property
+    def num_stages(self) -> int:
+        return int(self.rae_config["num_stages"])
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(image_size, channels)."""
+        return int(self.rae_config["image_size"]), int(self.rae_config["channels"])
+
+
+def resolve_export(path: str) -> str:
+    """`resolve_version` as an absolute path, with a message for a path that is missing."""
+    if not os.path.exists(path):
+        raise LoadError(f"model {path} does not exist; pass an export base "
+                        f"(exported/NAME) or a version dir (exported/NAME/1)")
+    return os.path.abspath(resolve_version(path))
+
+
+def default_group(path: str, version_dir: str) -> str:
+    """The export's directory name without a trailing seed suffix (`_seed3`, `-s3`), so
+    seeds of one setting share a row; a version dir given explicitly keeps its version
+    (`NAME/v2`)."""
+    given_version = os.path.abspath(path.rstrip("/")) == version_dir
+    base = os.path.dirname(version_dir) if given_version else path.rstrip("/")
+    name = config_lib.seed_group(os.path.basename(os.path.abspath(base)))
+    return f"{name}/v{os.path.basename(version_dir)}" if given_version else name
+
+
+def parse_models(entries: Sequence[str]) -> List[Tuple[str, str]]:
+    """Model list entries -> [(group or "", path)]; `LABEL=P1+P2` names a group."""
+    parsed = []
+    for entry in (e.strip() for e in entries):
+        if not entry:
+            continue
+        label, sep, paths = entry.partition("=")
+        if not sep:
+            label, paths = "", entry
+        elif not label.strip() or not paths.strip():
+            raise LoadError(f"bad --models entry {entry!r}: write LABEL=PATH[+PATH...]")
+        for path in paths.split("+"):
+            if not path.strip():
+                raise LoadError(f"bad --models entry {entry!r}: empty path")
+            parsed.append((label.strip(), path.strip()))
+    if not parsed:
+        raise LoadError("--models is required: export bases (exported/NAME) or version "
+                        "dirs, comma-separated; LABEL=PATH+PATH groups seeds")
+    return parsed
+
+
+def list_exports(entries: Sequence[str]) -> List[ListedExport]:
+    """Resolve and read every export of a model list, in the order given; each counts once."""
+    exports, seen = [], {}
+    for label, path in parse_models(entries):
+        version_dir = resolve_export(path)
+        if version_dir in seen:
+            raise LoadError(f"{path} is listed twice (as {seen[version_dir]!r} and "
+                            f"{path!r}); each export counts once")
+        seen[version_dir] = path
+        try:
+            rae_config = serving.read_rae_config(version_dir)
+        except (OSError, ValueError) as e:
+            raise LoadError(
+                f"{version_dir} has no readable {serving.ASSETS_EXTRA}/{serving.CONFIG_FILENAME} "
+                f"({type(e).__name__}); was it exported by rae_keras?") from e
+        exports.append(ListedExport(label or default_group(path, version_dir), path,
+                                    version_dir, rae_config))
+    return exports

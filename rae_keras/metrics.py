@@ -1,8 +1,12 @@
-"""Reconstruction and sharpness metrics (DESIGN.md section 6).
+"""Reconstruction and sharpness metrics, and METRICS: the one table of them.
+
+Each metric is one row of METRICS (name, function, column label, which direction is
+better, number format): evaluation scores with the functions, the report and the tools
+label, format and rank with the same rows, so adding a metric is adding a row.
 
 Every function takes float images in [0, 1] shaped [N, H, W, C] (C = 1 or 3; numpy
 arrays or TensorFlow tensors) and returns one value per image as a float64 numpy array
-of shape [N]. Averaging over a data set is the caller's business (`evaluate`).
+of shape [N]. Averaging over a data set is the caller's business (`evaluation`).
 
 Fidelity, computed on every channel:
 - `mse`: mean squared error per image.
@@ -40,13 +44,11 @@ reconstruction of a textured one (no detail recovered). Aggregate with `np.nanme
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import dataclasses
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
-
-METRIC_NAMES = ("mse", "psnr", "ssim", "ms_ssim", "laplacian_variance_ratio",
-                "high_frequency_energy_ratio", "detail_correlation")
 
 LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale's
 HIGH_FREQUENCY_CUTOFF = 0.25  # cycles/pixel: half the Nyquist frequency
@@ -207,11 +209,48 @@ def radial_power_spectrum(images) -> Tuple[np.ndarray, np.ndarray]:
     return k / side, totals[k] / np.maximum(counts[k], 1)
 
 
-def evaluate_images(originals, reconstructions) -> Dict[str, np.ndarray]:
-    """Every metric of METRIC_NAMES, per image: name -> float64 array [N]."""
+# --------------------------------------------------------------------------- the table
+LOWER, HIGHER, CLOSEST_TO_ONE = "lower", "higher", "closest_to_1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    name: str
+    function: Callable[..., np.ndarray]  # (originals, reconstructions) -> [N]
+    label: str  # column header
+    better: str  # LOWER | HIGHER | CLOSEST_TO_ONE
+    fmt: str  # format spec of a displayed value
+    description: str
+
+    def shortfall(self, value: float) -> float:
+        """How far `value` is from ideal in this metric's sense: smaller is better, so
+        one comparison ranks every metric (ratios by their distance to 1)."""
+        if self.better == HIGHER:
+            return -value
+        return abs(value - 1.0) if self.better == CLOSEST_TO_ONE else value
+
+
+METRICS: Dict[str, Metric] = {m.name: m for m in (
+    Metric("mse", mse, "MSE", LOWER, ".5f", "mean squared error per pixel"),
+    Metric("psnr", psnr, "PSNR (dB)", HIGHER, ".2f", "peak signal-to-noise ratio, peak 1.0"),
+    Metric("ssim", ssim, "SSIM", HIGHER, ".4f",
+           "structural similarity, 11x11 Gaussian window"),
+    Metric("ms_ssim", ms_ssim, "MS-SSIM", HIGHER, ".4f",
+           "multi-scale SSIM over the scales that fit the image size"),
+    Metric("laplacian_variance_ratio", laplacian_variance_ratio, "Laplacian var. ratio",
+           CLOSEST_TO_ONE, ".3f", "variance of the grayscale Laplacian, reconstruction over "
+           "original (1 = as sharp)"),
+    Metric("high_frequency_energy_ratio", high_frequency_energy_ratio, "HF energy ratio",
+           CLOSEST_TO_ONE, ".3f", f"spectral energy above {HIGH_FREQUENCY_CUTOFF} "
+           f"cycles/pixel, reconstruction over original (1 = as sharp)"),
+    Metric("detail_correlation", detail_correlation, "Detail corr.", HIGHER, ".3f",
+           "Pearson correlation of the grayscale Laplacians of original and reconstruction"),
+)}
+METRIC_NAMES = tuple(METRICS)
+
+
+def evaluate_images(originals, reconstructions,
+                    names: Sequence[str] = METRIC_NAMES) -> Dict[str, np.ndarray]:
+    """The metrics `names` (default all), per image: name -> float64 array [N]."""
     a, b = _pair(originals, reconstructions)
-    functions = {"mse": mse, "psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim,
-                 "laplacian_variance_ratio": laplacian_variance_ratio,
-                 "high_frequency_energy_ratio": high_frequency_energy_ratio,
-                 "detail_correlation": detail_correlation}
-    return {name: functions[name](a, b) for name in METRIC_NAMES}
+    return {name: METRICS[name].function(a, b) for name in names}

@@ -1,5 +1,7 @@
-"""rae_keras.evaluate (the driver) and rae_keras.report (tables, figures) on tiny exports."""
+"""rae_keras.evaluate (the driver), evaluation (scoring), report (numbers -> markdown/JSON),
+figures and the export-list helpers of rae_keras.exports, on tiny exports."""
 
+import dataclasses
 import json
 import math
 import os
@@ -15,8 +17,10 @@ from PIL import Image
 
 from rae_keras import data as data_lib
 from rae_keras import evaluate as ev
+from rae_keras import evaluation, figures, metrics, report, serving
+from rae_keras import exports as exports_lib
 from rae_keras import flags as flags_lib
-from rae_keras import metrics, report, serving
+from rae_keras.exports import ListedExport, LoadError
 from rae_keras.models import ConvAutoencoder
 from rae_keras.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -95,9 +99,9 @@ def test_cli_errors_are_one_line(exports, tmp_path):
 def test_outputs(evaluated):
     out, summary = evaluated
     on_disk = json.load(open(os.path.join(out, "metrics.json")))
-    assert on_disk["format"] == ev.FORMAT and on_disk["split"] == "test"
+    assert on_disk["format"] == evaluation.FORMAT and on_disk["split"] == "test"
     assert on_disk["metrics"] == list(metrics.METRIC_NAMES)
-    assert on_disk["better"]["laplacian_variance_ratio"] == report.CLOSEST_TO_ONE
+    assert on_disk["better"]["laplacian_variance_ratio"] == metrics.CLOSEST_TO_ONE
     for m in on_disk["models"]:
         assert set(m["results"]) == {"full", "depth_1", "depth_2"}
         for values in m["results"].values():
@@ -159,11 +163,12 @@ def test_export_base_resolves_to_latest_version(exports, evaluated, tmp_path):
     _, summary = evaluated
     stk = [m for m in summary["models"] if m["group"] == "stk"][0]
     assert stk["version_dir"].endswith(os.path.join("stk", "2"))
-    assert ev.resolve_export(os.path.join(exports["stk"], "1")).endswith(os.path.join("stk", "1"))
-    with pytest.raises(ev.EvaluateError, match="does not exist"):
-        ev.resolve_export(os.path.join(exports["stk"], "nope"))
-    with pytest.raises(ev.EvaluateError, match="no SavedModel"):
-        ev.resolve_export(str(tmp_path))
+    resolve = exports_lib.resolve_export
+    assert resolve(os.path.join(exports["stk"], "1")).endswith(os.path.join("stk", "1"))
+    with pytest.raises(LoadError, match="does not exist"):
+        resolve(os.path.join(exports["stk"], "nope"))
+    with pytest.raises(LoadError, match="no SavedModel"):
+        resolve(str(tmp_path))
 
 
 # --------------------------------------------------------------------------- model list
@@ -173,61 +178,81 @@ def test_export_base_resolves_to_latest_version(exports, evaluated, tmp_path):
     ("a/rec_seeds", "rec_seeds"),
 ])
 def test_default_group_strips_seed_suffixes(path, group):
-    assert ev.default_group(path, os.path.abspath(os.path.join(path, "1"))) == group
+    assert exports_lib.default_group(path, os.path.abspath(os.path.join(path, "1"))) == group
 
 
 def test_default_group_of_a_version_dir_keeps_the_version():
-    assert ev.default_group("exported/rec_seed1/3",
+    assert exports_lib.default_group("exported/rec_seed1/3",
                             os.path.abspath("exported/rec_seed1/3")) == "rec/v3"
 
 
 def test_parse_models_explicit_groups():
-    assert ev.parse_models(["rec=a+b", "c", " stk=d ", ""]) == [
+    assert exports_lib.parse_models(["rec=a+b", "c", " stk=d ", ""]) == [
         ("rec", "a"), ("rec", "b"), ("", "c"), ("stk", "d")]
     for bad in (["=a"], ["rec="], ["rec=a++b"]):
-        with pytest.raises(ev.EvaluateError, match="--models entry"):
-            ev.parse_models(bad)
-    with pytest.raises(ev.EvaluateError, match="--models is required"):
-        ev.parse_models([])
+        with pytest.raises(LoadError, match="--models entry"):
+            exports_lib.parse_models(bad)
+    with pytest.raises(LoadError, match="--models is required"):
+        exports_lib.parse_models([])
 
 
-def test_load_exports_groups_and_refusals(exports):
-    loaded = ev.load_exports([f"mine={exports['stk']}+{exports['rec_seed0']}"])
-    assert [e.group for e in loaded] == ["mine", "mine"]
-    with pytest.raises(ev.EvaluateError, match="listed twice"):
-        ev.load_exports([exports["stk"], os.path.join(exports["stk"], "2")])
-    with pytest.raises(ev.EvaluateError, match="image sizes"):
-        ev.load_exports([exports["stk"], exports["wide32"]])
+def test_list_exports_groups_and_refusals(exports):
+    listed = exports_lib.list_exports([f"mine={exports['stk']}+{exports['rec_seed0']}"])
+    assert [e.group for e in listed] == ["mine", "mine"]
+    with pytest.raises(evaluation.EvaluateError, match="different numbers of stages"):
+        evaluation.check_comparable([listed[0], dataclasses.replace(
+            listed[1], rae_config=dict(listed[1].rae_config, num_stages=3))])
+    with pytest.raises(LoadError, match="listed twice"):
+        exports_lib.list_exports([exports["stk"], os.path.join(exports["stk"], "2")])
+    with pytest.raises(evaluation.EvaluateError, match="image sizes"):
+        evaluation.check_comparable(
+            exports_lib.list_exports([exports["stk"], exports["wide32"]]))
 
 
 # --------------------------------------------------------------------------- data choice
 def test_data_flags_override_the_training_data(exports):
-    loaded = ev.load_exports([exports["rec_seed0"], exports["rec_seed1"]])
-    sets = ev.build_eval_sets(loaded, {"seed": 5, "test_fraction": 0.2}, "test")
-    assert len(sets) == 1 and all(e.data.seed == 5 for e in loaded)
+    listed = exports_lib.list_exports([exports["rec_seed0"], exports["rec_seed1"]])
+    data, sets = evaluation.build_eval_sets(listed, {"seed": 5, "test_fraction": 0.2}, "test")
+    assert sets[0] is sets[1] and all(d.seed == 5 for d in data)
     expected = data_lib.load_splits(
         DataConfig(dataset="lfw_subset", image_size=16, channels=1, seed=5, test_fraction=0.2))
-    only = next(iter(sets.values()))
+    only = sets[0]
     np.testing.assert_array_equal(only.identities, expected.test.identities)
     np.testing.assert_array_equal(only.images, expected.test.images)
-    everything = ev.build_eval_sets(loaded, {}, "all")
-    assert len(next(iter(everything.values())).images) == 100
-    with pytest.raises(ev.EvaluateError, match="--image_size=32"):
-        ev.build_eval_sets(loaded, {"image_size": 32}, "test")
+    _, everything = evaluation.build_eval_sets(listed, {}, "all")
+    assert len(everything[0].images) == 100
+    with pytest.raises(evaluation.EvaluateError, match="--image_size=32"):
+        evaluation.build_eval_sets(listed, {"image_size": 32}, "test")
     with pytest.raises(ConfigError, match="data_dir"):
-        ev.build_eval_sets(loaded, {"dataset": "folder"}, "test")
+        evaluation.build_eval_sets(listed, {"dataset": "folder"}, "test")
+
+
+def _folder_export(data_dir):
+    data = {"dataset": "folder", "data_dir": data_dir, "image_size": 16, "channels": 1}
+    return ListedExport("g", "exported/g", "/nowhere/g/1", {
+        "image_size": 16, "channels": 1, "num_stages": 2, "run_config": {"data": data}})
+
+
+def test_a_stored_data_dir_is_used_only_where_it_exists(tmp_path):
+    """An export's data_dir is the training machine's: provenance, not a path to trust."""
+    elsewhere = _folder_export("/the/training/machine/lfw")
+    with pytest.raises(evaluation.EvaluateError, match="not on this machine; pass --data_dir"):
+        evaluation.data_config_for(elsewhere, {})
+    given = evaluation.data_config_for(elsewhere, {"data_dir": str(tmp_path)})
+    assert given.data_dir == str(tmp_path)
+    assert evaluation.data_config_for(_folder_export(str(tmp_path)), {}).data_dir == str(tmp_path)
 
 
 def test_figure_faces_prefer_people_every_model_was_tested_on(exports):
-    loaded = ev.load_exports([exports["rec_seed0"], exports["rec_seed1"]])
-    sets = ev.build_eval_sets(loaded, {}, "test")
-    first, second = (set(sets[e.images_key].identities.tolist()) for e in loaded)
-    images, note = ev.figure_images(loaded, sets, 4)
+    listed = exports_lib.list_exports([exports["rec_seed0"], exports["rec_seed1"]])
+    _, sets = evaluation.build_eval_sets(listed, {}, "test")
+    first, second = (set(s.identities.tolist()) for s in sets)
+    images, note = evaluation.figure_images(listed, sets, 4)
     assert len(images) == 4
     shared = len(first & second)
     assert (note == "") == (shared >= 4)
-    same = ev.build_eval_sets(loaded, {"seed": 0}, "test")
-    assert ev.figure_images(loaded, same, 4)[1] == ""
+    _, same = evaluation.build_eval_sets(listed, {"seed": 0}, "test")
+    assert evaluation.figure_images(listed, same, 4)[1] == ""
 
 
 def test_python_evaluation_returns_the_numbers_and_writes_nothing(exports, evaluated, tmp_path,
@@ -239,6 +264,34 @@ def test_python_evaluation_returns_the_numbers_and_writes_nothing(exports, evalu
     written = next(m for m in evaluated[1]["models"] if m["group"] == "stk")
     assert stk["results"]["full"]["psnr"]["mean"] == written["results"]["full"]["psnr"]["mean"]
     assert math.isfinite(stk["results"]["depth_1"]["ssim"]["mean"])
+
+
+def test_library_modules_register_no_flags():
+    code = ("import rae_keras.evaluation, rae_keras.report, rae_keras.figures, "
+            "rae_keras.metrics, rae_keras.exports; from absl import flags; "
+            "print(sorted(set(flags.FLAGS) & {'models', 'data_dir', 'seed', 'output_dir'}))")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
+def test_paper_table_tool_scores_through_the_package(exports, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "paper_table", os.path.join(ROOT, "tools", "paper_table.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([f"--models={exports['rec_seed0']},{exports['rec_seed1']}", "--count=5"])
+    table = capsys.readouterr().out
+    assert "| rec | 2 |" in table and "±" in table
+    images = data_lib.load_splits(DataConfig(dataset="lfw_subset", image_size=16,
+                                             channels=1)).test.images[:5]
+    loaded = tf.saved_model.load(os.path.join(exports["rec_seed0"], "1"))
+    served = loaded.signatures["serving_default"](images=images)["reconstruction"].numpy()
+    np.testing.assert_allclose(tool.sse_per_image(loaded, images),
+                               np.sum((served - images) ** 2, axis=(1, 2, 3)), rtol=1e-5)
 
 
 @flagsaver.flagsaver
@@ -291,9 +344,10 @@ def test_format_and_best_with_infinities_and_spread():
 
 def test_figures_draw():
     faces = np.random.default_rng(0).random((3, 16, 16, 1))
-    grid = report.labelled_rows([("originals", faces), ("model", faces)], title="t")
+    grid = figures.face_rows([("originals", faces), ("model", faces)], title="t")
     assert grid.dtype == np.uint8 and grid.shape[2] == 3 and grid.shape[0] > 2 * 96
     f, p = metrics.radial_power_spectrum(faces)
-    plot = report.power_spectrum_plot(f, p, [("a", p * 0.5), ("b", p)])
+    plot = figures.power_spectrum_plot(f, p, [("a", p * 0.5), ("b", p)])
     assert plot.shape[2] == 3 and plot.dtype == np.uint8
     assert (plot != 255).any(axis=2).mean() > 0.02  # something was drawn
+    assert len(np.unique(plot.reshape(-1, 3), axis=0)) > 100  # antialiased lines and text

@@ -179,3 +179,20 @@ def test_accepts_tensors_and_rejects_bad_shapes():
         metrics.psnr(x[0], x[0])
     with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
         metrics.ssim(np.zeros((1, 8, 8, 2)), np.zeros((1, 8, 8, 2)))
+
+
+def test_the_metric_table_is_the_one_source():
+    """Every metric is one row: evaluate_images computes exactly the rows, in order,
+    and ranking uses the row's direction (ratios: closest to 1)."""
+    assert metrics.METRIC_NAMES == tuple(metrics.METRICS)
+    x = _faces(16, 1, n=2)
+    assert tuple(metrics.evaluate_images(x, x * 0.9)) == metrics.METRIC_NAMES
+    assert tuple(metrics.evaluate_images(x, x * 0.9, names=("ssim", "mse"))) == ("ssim", "mse")
+    for name, row in metrics.METRICS.items():
+        assert row.name == name and row.label and format(0.5, row.fmt)
+        np.testing.assert_array_equal(row.function(x, x * 0.9),
+                                      metrics.evaluate_images(x, x * 0.9)[name])
+    shortfall = {name: row.shortfall for name, row in metrics.METRICS.items()}
+    assert shortfall["mse"](0.1) < shortfall["mse"](0.2)
+    assert shortfall["psnr"](30.0) < shortfall["psnr"](20.0)
+    assert shortfall["laplacian_variance_ratio"](1.1) < shortfall["laplacian_variance_ratio"](0.8)

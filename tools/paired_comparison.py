@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import defaultdict
 from typing import Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rae_keras.report import METRICS  # noqa: E402
+from rae_keras.metrics import METRICS
 
 
-def improvement(better: str, candidate: float, baseline: float) -> float:
-    """Positive when the candidate is better."""
-    if better == "lower":
-        return baseline - candidate
-    if better == "closest_to_1":
-        return abs(baseline - 1.0) - abs(candidate - 1.0)
-    return candidate - baseline
+def improvement(metric: str, candidate: float, baseline: float) -> float:
+    """Positive when the candidate is better (closer to ideal in the metric's sense)."""
+    return METRICS[metric].shortfall(baseline) - METRICS[metric].shortfall(candidate)
 
 
 def paired_rows(summary: dict, baseline: str, depth: str = "full") -> List[Dict]:
@@ -45,9 +38,8 @@ def paired_rows(summary: dict, baseline: str, depth: str = "full") -> List[Dict]
             continue
         row = {"group": group, "seeds": seeds, "metrics": {}}
         for metric in summary["metrics"]:
-            better = summary["better"][metric]
             diffs = [per_seed[s][metric]["mean"] - reference[s][metric]["mean"] for s in seeds]
-            gains = [improvement(better, per_seed[s][metric]["mean"],
+            gains = [improvement(metric, per_seed[s][metric]["mean"],
                                  reference[s][metric]["mean"]) for s in seeds]
             row["metrics"][metric] = (sum(diffs) / len(diffs), sum(g > 0 for g in gains))
         rows.append(row)

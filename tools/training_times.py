@@ -15,9 +15,7 @@ import os
 import sys
 from collections import defaultdict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rae_keras.config import seed_group  # noqa: E402
+from rae_keras.config import seed_group
 
 
 def run_times(run_dir: str) -> dict:
