@@ -24,7 +24,8 @@ every model. The `data_dir` (and `tfds_data_dir`) stored in an export is provena
 the training machine's path: it is used only if that directory exists on this machine
 (a relative one from the working directory); otherwise evaluation stops with a one-line
 error asking for `--data_dir`, rather than failing deep in data loading on a path
-that only existed where the model was trained. All models in one report must share the image source (data set, data_dir, crop, size,
+that only existed where the model was trained. An export trained on arrays given in
+Python stores no data: name the images with `--dataset`. All models in one report must share the image source (data set, data_dir, crop, size,
 channels); models trained with different split seeds are each scored on their own test
 identities, and the figures show faces that are test faces for all of them where there
 are such.

@@ -89,6 +89,10 @@ def data_config_for(export: ListedExport,
             raise EvaluateError(f"--{key}={overrides[key]} does not fit {export.path}, which "
                                 f"takes {key} {values[key]}")
     values.update(overrides)
+    if values.get("dataset") == config_lib.ARRAYS:
+        raise EvaluateError(f"{export.path} was trained on arrays given in Python, which it "
+                            f"does not store; name the images to score it on with --dataset "
+                            f"(data_overrides={{'dataset': ...}})")
     for field in _PATHS_READ.get(values.get("dataset"), ()):
         stored = values.get(field)
         if stored and field not in overrides and not os.path.isdir(stored):
@@ -160,15 +164,15 @@ def build_eval_sets(exports: Sequence[ListedExport], overrides: Mapping[str, obj
     split="all", every image. Exports split alike share one EvalSet object."""
     data = [data_config_for(e, overrides) for e in exports]
     everything = _load_source(exports, data, overrides, log)
-    cut: Dict[tuple, EvalSet] = {}
+    sets, cut = [], {}
     for d in data:
         key = ("all",) if split == "all" else (d.seed, d.test_fraction)
         if key not in cut:
             cut[key] = (_test_set(everything, d) if split != "all" else EvalSet(
                 everything.images, everything.identities,
                 "every image (training identities included)"))
-    keys = [("all",) if split == "all" else (d.seed, d.test_fraction) for d in data]
-    return data, [cut[k] for k in keys]
+        sets.append(cut[key])
+    return data, sets
 
 
 def figure_images(exports: Sequence[ListedExport], sets: Sequence[EvalSet], count: int

@@ -227,8 +227,8 @@ def test_data_flags_override_the_training_data(exports):
         evaluation.build_eval_sets(listed, {"dataset": "folder"}, "test")
 
 
-def _folder_export(data_dir):
-    data = {"dataset": "folder", "data_dir": data_dir, "image_size": 16, "channels": 1}
+def _folder_export(data_dir, dataset="folder"):
+    data = {"dataset": dataset, "data_dir": data_dir, "image_size": 16, "channels": 1}
     return ListedExport("g", "exported/g", "/nowhere/g/1", {
         "image_size": 16, "channels": 1, "num_stages": 2, "run_config": {"data": data}})
 
@@ -241,6 +241,14 @@ def test_a_stored_data_dir_is_used_only_where_it_exists(tmp_path):
     given = evaluation.data_config_for(elsewhere, {"data_dir": str(tmp_path)})
     assert given.data_dir == str(tmp_path)
     assert evaluation.data_config_for(_folder_export(str(tmp_path)), {}).data_dir == str(tmp_path)
+
+
+def test_a_model_trained_on_python_arrays_needs_its_data_named():
+    from_python = _folder_export(None, dataset="arrays")
+    with pytest.raises(evaluation.EvaluateError, match="trained on arrays.*--dataset"):
+        evaluation.data_config_for(from_python, {})
+    assert evaluation.data_config_for(from_python, {"dataset": "lfw_subset"}).dataset == \
+        "lfw_subset"
 
 
 def test_figure_faces_prefer_people_every_model_was_tested_on(exports):
