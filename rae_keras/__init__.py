@@ -11,6 +11,10 @@ The public API, what a notebook types:
 
 __version__ = "0.1.0"
 
+from rae_keras import cli as _cli  # noqa: E402  (first: before TensorFlow starts)
+
+_cli.quiet_startup_if_command_line()
+
 from rae_keras.config import ConfigError  # noqa: E402
 from rae_keras.exports import LoadError, load  # noqa: E402
 from rae_keras.inputs import InputError  # noqa: E402

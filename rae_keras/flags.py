@@ -6,8 +6,10 @@ override earlier ones (`--flagfile=configs/quickstart.cfg --epochs=5`).
 
 from __future__ import annotations
 
+import shutil
 import sys
-from typing import Callable, List, Sequence
+import textwrap
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from absl import app, flags
 
@@ -96,6 +98,99 @@ flags.DEFINE_enum("split", "test", ["test", "all"],
                   "evaluate: the test identities of the data set (split as training split "
                   "it) or every image.")
 
+# --help: the flags above, by concern (a flag defined here but missing from GROUPS is
+# listed under "Other"; tests/test_cli_output.py keeps GROUPS complete).
+GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("What to train", ("name", "scheme", "epochs", "finetune_epochs", "level_weights",
+                       "batch_size", "learning_rate", "learning_rate_schedule", "seed",
+                       "mixed_precision", "cache_frozen_prefix", "steps_per_execution")),
+    ("The network", ("filters", "kernel_sizes", "decoder_kernel_sizes", "activation",
+                     "normalization", "kernel_initializer")),
+    ("The data", ("dataset", "data_dir", "tfds_data_dir", "crop", "image_size", "channels",
+                  "max_images", "test_fraction")),
+    ("Where things go", ("model_dir", "export_dir", "overwrite", "version", "tflite",
+                         "allow_unfinished", "summary_images")),
+    ("Distribution", ("strategy", "cpu_devices")),
+    ("evaluate", ("models", "output_dir", "split")),
+)
+_HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
+_HELP_FOOTER = (
+    "Flags are --name=value; --flagfile=FILE reads them from a file (configs/*.cfg), later "
+    "flags override earlier ones. --verbosity=0 also shows TensorFlow's own logs; "
+    "--helpfull lists absl's flags too.")
+
+
+def _flag_line(flag: flags.Flag) -> Tuple[str, str]:
+    """(`--name=default`, help) of one flag, as --help shows it."""
+    if flag.flag_type() == "bool":
+        left = f"--[no]{flag.name}"
+        default = "true" if flag.default else "false"
+        text = f"{flag.help} (default {default})"
+    else:
+        value = flag.default_as_str if flag.default is not None else ""
+        value = value.strip("'") if value else ""
+        left = f"--{flag.name}={value}" if value else f"--{flag.name}="
+        text = flag.help
+    choices = getattr(getattr(flag, "parser", None), "enum_values", None)
+    if choices and not all(c in text for c in choices):
+        text += f" One of: {' | '.join(choices)}."
+    return left, text
+
+
+def help_text(usage: str = "", extra_groups: Sequence[Tuple[str, Sequence[str]]] = (),
+              width: Optional[int] = None) -> str:
+    """The project's flags grouped by concern, each with its default and help."""
+    width = width or max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    groups = [(title, list(names)) for title, names in tuple(GROUPS) + tuple(extra_groups)]
+    listed = {name for _, names in groups for name in names}
+    others = [f.name for f in FLAGS.get_flags_for_module(__name__) if f.name not in listed]
+    if others:
+        groups.append(("Other", sorted(set(others))))
+    lines = [usage.strip(), ""] if usage.strip() else []
+    column = 30
+    for title, names in groups:
+        lines.append(f"{title}:")
+        for name in names:
+            if name not in FLAGS:
+                continue
+            left, text = _flag_line(FLAGS[name])
+            body = textwrap.wrap(" ".join(text.split()), width - column - 1) or [""]
+            if len(left) + 2 >= column:
+                lines.append(f"  {left}")
+                lines.extend(" " * column + line for line in body)
+            else:
+                lines.append(f"  {left:<{column - 2}}{body[0]}")
+                lines.extend(" " * column + line for line in body[1:])
+        lines.append("")
+    lines.extend(textwrap.wrap(_HELP_FOOTER, width))
+    return "\n".join(lines) + "\n"
+
+
+def _usage() -> str:
+    """The first paragraph of the running command's docstring (its usage line)."""
+    doc = getattr(sys.modules.get("__main__"), "__doc__", None) or ""
+    return doc.strip().split("\n\n")[0]
+
+
+def parse_flags_or_exit(argv: List[str],
+                        extra_groups: Sequence[Tuple[str, Sequence[str]]] = ()) -> List[str]:
+    """absl parsing of argv (argv[0] is the program). --help / -h print the grouped flags
+    and exit 0; a bad flag value is a one-line error (no usage dump) and exit 2."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        if arg in _HELP_ARGS:
+            sys.stdout.write(help_text(_usage(), extra_groups))
+            sys.exit(0)
+    try:
+        remaining = FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if "verbosity" in FLAGS and FLAGS["verbosity"].using_default_value:
+        FLAGS.verbosity = -1  # WARNING; absl.app.run would raise an unset one to INFO
+    return remaining
+
 
 def _numbers(name: str, values: Sequence[str], kind: type) -> tuple:
     try:
@@ -143,15 +238,6 @@ def run_config_from_flags() -> config_lib.RunConfig:
     ).validate()
 
 
-def _parse_flags_or_exit(argv: List[str]) -> List[str]:
-    """absl parsing with a one-line error (no usage dump) for a bad flag value."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 def run_main(main: Callable[[List[str]], None], expected_errors: tuple) -> None:
     """absl.app.run, turning `expected_errors` into `error: MESSAGE` and exit code 1."""
 
@@ -166,4 +252,4 @@ def run_main(main: Callable[[List[str]], None], expected_errors: tuple) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    app.run(guarded, flags_parser=_parse_flags_or_exit)
+    app.run(guarded, flags_parser=parse_flags_or_exit)

@@ -1,7 +1,19 @@
-"""TensorBoard summaries: a loss curve per phase and image grids of reconstructions."""
+"""TensorBoard summaries: a loss curve per phase and image grids of reconstructions.
+
+Every summary's step is the epoch over the whole run (stage_2's first epoch after 40
+epochs of stage_1 is step 41), so scalars and images line up and TensorBoard's step
+axis and image slider walk through training in order; tags are per phase.
+
+TensorBoard names a run after the directory holding its event files, relative to
+`--logdir`: events written straight into `--logdir` show as the run ".".
+`summary_writer` writes a run's events to `MODEL_DIR/logs/<run name>/`, so that
+`tensorboard --logdir MODEL_DIR/logs` shows the run by its name (and `--logdir runs`
+every run under runs/, as `<run name>/logs/<run name>`).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Optional, Sequence
 
 import keras
@@ -21,12 +33,22 @@ def image_grid(rows: Sequence[np.ndarray], pad: int = 1) -> np.ndarray:
     return grid
 
 
+def run_name(model_dir: str) -> str:
+    """The name TensorBoard shows for a run directory: its base name."""
+    return os.path.basename(os.path.normpath(os.path.abspath(model_dir))) or "run"
+
+
+def summary_writer(logs_dir: str, name: str) -> tf.summary.SummaryWriter:
+    """The writer of one run's events: `logs_dir/name/`, so TensorBoard names the run."""
+    return tf.summary.create_file_writer(os.path.join(logs_dir, name))
+
+
 class PhaseSummaries(keras.callbacks.Callback):
-    """Writes, after every epoch of one phase: `loss/<phase>` and `val_loss/<phase>`
-    (step = epoch within the phase), `reconstruction/<phase>` (originals above the
+    """Writes, after every epoch of one phase, at step = the epoch over the whole run
+    (`global_epoch_offset` epochs before this phase, plus the epoch within it):
+    `loss/<phase>` and `val_loss/<phase>`, `reconstruction/<phase>` (originals above the
     phase's reconstructions) and, when `depth_models` is given, `depths/<phase>`
-    (originals, then one row per depth). Image steps count epochs over the whole run,
-    so TensorBoard's slider walks through training in order."""
+    (originals, then one row per depth)."""
 
     def __init__(self, writer: tf.summary.SummaryWriter, phase: str, images: np.ndarray,
                  image_model: keras.Model, depth_models: Sequence[keras.Model] = (),
@@ -43,8 +65,7 @@ class PhaseSummaries(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
         logs = logs or {}
-        step = epoch + 1
-        global_step = self.global_epoch_offset + step
+        step = self.global_epoch_offset + epoch + 1
         with self.writer.as_default():
             for key in ("loss", "val_loss"):
                 if key in logs:
@@ -52,9 +73,8 @@ class PhaseSummaries(keras.callbacks.Callback):
             if len(self.images):
                 reconstruction, *depths = [r.numpy() for r in self._render(self.images)]
                 tf.summary.image(f"reconstruction/{self.phase}",
-                                 image_grid([self.images, reconstruction])[None],
-                                 step=global_step)
+                                 image_grid([self.images, reconstruction])[None], step=step)
                 if self.show_depths:
                     tf.summary.image(f"depths/{self.phase}",
-                                     image_grid([self.images] + depths)[None], step=global_step)
+                                     image_grid([self.images] + depths)[None], step=step)
         self.writer.flush()

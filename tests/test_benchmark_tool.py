@@ -6,6 +6,11 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+from absl.testing import flagsaver
+
+# The package's flags are defined once, outside the flagsavers (a flag defined inside one
+# is gone when it restores); the tool's own are defined again by each _load_tool().
+from rae_keras import flags as _package_flags  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +36,7 @@ def _jpeg_folder(path, people=6, per_person=8, size=24):
     return path
 
 
+@flagsaver.flagsaver
 def test_benchmark_prints_every_row_and_target(tmp_path):
     tool = _load_tool()
     folder = _jpeg_folder(tmp_path / "faces")
@@ -52,6 +58,22 @@ def test_benchmark_prints_every_row_and_target(tmp_path):
         assert ("PASS" in line or "MISS" in line) and "target" in line
 
 
+@flagsaver.flagsaver
+def test_command_line_is_the_package_flags_plus_its_own():
+    tool = _load_tool()
+    opts = tool.parse_args(["--rows=a,c", "--repeats=2"])  # defaults: configs/lfw64.cfg's network
+    assert opts.config.model.filters == (6, 12, 24, 48, 96, 192)
+    assert (opts.config.data.image_size, opts.config.data.channels) == (64, 3)
+    assert opts.epochs == 2 and opts.config.data.max_images == 2048 and opts.synthetic
+    assert not opts.config.train.cache_frozen_prefix  # not a network/data/batch setting
+    assert (opts.rows, opts.repeats) == (("a", "c"), 2)
+    opts = tool.parse_args([f"--flagfile={os.path.join(ROOT, 'configs', 'quickstart.cfg')}",
+                            "--epochs=3"])  # a whole flagfile, absl's way
+    assert opts.config.model.filters == (8, 16, 32) and opts.epochs == 3
+    assert opts.config.data.dataset == "lfw_subset" and not opts.synthetic
+
+
+@flagsaver.flagsaver
 def test_synthetic_images_are_smooth_and_in_range():
     images = _load_tool().synthetic_images(5, 16, 3, seed=1)
     assert images.shape == (5, 16, 16, 3) and images.dtype == np.float32

@@ -10,15 +10,16 @@ one batch size for every row:
 
   a   plain Keras: `ConvAutoencoder(...)` compiled with Adam + "mse", fitted
       on `Dataset.from_tensor_slices((x, x)).shuffle(N).batch(B).prefetch(AUTOTUNE)`.
-  b   rae_keras stacked training: `training.train` with scheme "stacked" in a
-      temporary run directory (per-epoch checkpoints and TensorBoard summaries
-      included; no export).
-  c   the whole recursive schedule: `training.train` with scheme "recursive", E
+  b   rae_keras stacked training, as `python -m rae_keras.train` does it:
+      `training.build_model` and `rae_keras.fit` with scheme "stacked" in a temporary
+      run directory (per-epoch checkpoints and TensorBoard summaries included; no
+      export).
+  c   the whole recursive schedule: the same with scheme "recursive", E
       epochs per stage. Its throughput is (E x N) / time, i.e. one *schedule epoch*
       (an epoch of every stage) counts N images, so c/b compares the recursive
       schedule with stacked training for the same number of epochs.
-  d1  the pipeline training consumes: `data.epoch_batches(...)` (what `training.train`
-      feeds `fit`) iterated with no model.
+  d1  the pipeline training consumes: `data.epoch_batches(...)` (what `rae_keras.fit`
+      feeds Keras `fit`) iterated with no model.
   d2  (folder source only) decoding the JPEG files into model inputs, as loading does
       (`preprocessing.preprocess_bytes` in a parallel tf.data map). It runs once at
       load time, not every epoch.
@@ -26,26 +27,32 @@ one batch size for every row:
 Every training row validates on the held-out split each epoch when it is non-empty
 (rae_keras does; row a is given the same validation data so a and b do the same work).
 
-Two times per row:
+Two times per row, from per-epoch seconds (epoch begin to end: the training steps and
+the validation), which rae_keras records in the run's history (history.json, "seconds"
+per epoch) and a callback measures the same way for row a:
   steady  epochs 2..E of every phase (phase = one `fit`: 1 for a and b, one per stage
           for c): the first epoch of every phase is excluded because it traces the
           train/test functions (and does any other per-phase start-up work, e.g. a
-          per-stage prefix cache). Epoch boundaries are taken after each epoch's
-          checkpoint (b, c; a callback for a), so a steady epoch includes validation,
-          checkpoint and summaries. Needs --epochs >= 2.
-  wall    the whole `fit`/`train` call with E epochs per phase: everything included.
+          per-stage prefix cache). Needs --epochs >= 2.
+  wall    the whole call with E epochs per phase: model building, every epoch, the
+          per-epoch checkpoints and TensorBoard summaries (b, c), everything.
 Throughput = schedule-epoch images / time. Ratios are printed for both, each with
 PASS/MISS against its target. "cores used" = the process' CPU seconds / wall seconds:
 well under the core count means the run waited (or other processes took the CPU).
 On a shared or noisy machine use --repeats=R: rows a, b, c run R times interleaved and
 the least time of each is reported (all repeats are listed too).
 
-Defaults for the network, data and batch come from configs/lfw64.cfg (--config).
+The command line is rae_keras' own flags (`python -m rae_keras.train --help`; absl
+flagfiles work: `--flagfile=configs/lfw64.cfg` applies a whole config) plus the
+benchmark's few (--help lists them under "benchmark"). Defaults: the network, data and
+batch flags of --config (configs/lfw64.cfg; --config= for none), --epochs=2 and
+--max_images=2048. Data: --data_dir (a folder) or --dataset loads through rae_keras'
+loader; neither: synthetic images. Rows b and c set the scheme themselves; nothing is
+exported.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -56,13 +63,18 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+# rae_keras first: it starts TensorFlow quietly for the project's commands and tools.
+from rae_keras import config as config_lib  # noqa: E402
+from rae_keras import flags as flags_lib  # noqa: E402  (the package's flags)
+
+import keras  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "lfw64.cfg")
 
@@ -74,117 +86,84 @@ TARGET_D_OVER_B = 3.0  # input pipeline img/s >= 3 x stacked training
 # ---------------------------------------------------------------------------
 # Command line
 
+# The benchmark's defaults where they differ from training's.
+DEFAULT_ARGS = ("--epochs=2", "--max_images=2048")
+# What --config contributes (as defaults): the network, the data's shape, the batch.
+# Its other flags (name, dataset, scheme, epochs, ...) are the benchmark's business.
+CONFIG_FLAGS = ("crop", "image_size", "channels", "filters", "kernel_sizes",
+                "decoder_kernel_sizes", "activation", "normalization", "kernel_initializer",
+                "batch_size", "learning_rate", "test_fraction", "seed", "summary_images")
+ROWS = ("a", "b", "c", "d")
 
-def _ints(text: str) -> Tuple[int, ...]:
-    return tuple(int(v) for v in str(text).split(",") if v.strip())
-
-
-def _bool(text: str) -> bool:
-    return str(text).lower() in ("1", "true", "yes")
-
-
-# Keys read from --config (an absl flagfile of rae_keras' flags) as defaults; its
-# other keys (name, dataset, scheme, epochs, ...) are the benchmark's own business.
-_CONFIG_KEYS: Dict[str, Callable[[str], object]] = {
-    "crop": int, "image_size": int, "channels": int, "filters": _ints,
-    "kernel_sizes": _ints, "decoder_kernel_sizes": _ints, "activation": str,
-    "normalization": str, "kernel_initializer": str, "batch_size": int,
-    "learning_rate": float, "test_fraction": float, "seed": int, "summary_images": int,
-}
-
-
-def read_flagfile(path: str) -> Dict[str, object]:
-    """The `--key=value` lines of `path` whose key is in _CONFIG_KEYS, converted."""
-    values: Dict[str, object] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if not line.startswith("--") or "=" not in line:
-                continue
-            key, value = line[2:].split("=", 1)
-            if key in _CONFIG_KEYS:
-                values[key] = _CONFIG_KEYS[key](value)
-    return values
+flags.DEFINE_string("config", DEFAULT_CONFIG,
+                    "benchmark: a flagfile whose network, data and batch flags are the "
+                    "defaults (configs/lfw64.cfg; empty: none). --flagfile applies a whole "
+                    "file instead.")
+flags.DEFINE_list("rows", list(ROWS), "benchmark: rows to run, from a,b,c,d.")
+flags.DEFINE_integer("repeats", 1,
+                     "benchmark: run rows a, b, c this many times, interleaved; report the "
+                     "best (least time) of each (all repeats are listed too).")
+flags.DEFINE_float("pipeline_seconds", 2.0,
+                   "benchmark: row d1 repeats its E epochs until this long has passed.")
+flags.DEFINE_integer("intra_op_threads", 0, "benchmark: 0 = TensorFlow's default.")
+flags.DEFINE_integer("inter_op_threads", 0, "benchmark: 0 = TensorFlow's default.")
+flags.DEFINE_bool("keep_runs", False, "benchmark: keep the temporary run directories.")
+FLAGS = flags.FLAGS
+_OWN_FLAGS = (("benchmark", ("config", "rows", "repeats", "pipeline_seconds",
+                             "intra_op_threads", "inter_op_threads", "keep_runs")),)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="rae_keras flagfile whose network/data/batch settings are the "
-                        "defaults (default configs/lfw64.cfg; '' for none)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data_dir", default="",
-                   help="image folder (LFW-style tree or flat); empty: synthetic images")
-    g.add_argument("--max_images", type=int, default=2048,
-                   help="training images (folder: a seeded sample of the training split, "
-                        "0 = all; synthetic: how many are generated)")
-    g.add_argument("--crop", type=int, default=128)
-    g.add_argument("--image_size", type=int, default=64)
-    g.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    g.add_argument("--test_fraction", type=float, default=0.1,
-                   help="held-out fraction (identities for a folder, images for synthetic "
-                        "data), validated on every epoch; 0: no validation")
-    g = p.add_argument_group("network")
-    g.add_argument("--filters", type=_ints, default=(6, 12, 24, 48, 96, 192))
-    g.add_argument("--kernel_sizes", type=_ints, default=(5, 3, 3, 3, 3, 3))
-    g.add_argument("--decoder_kernel_sizes", type=_ints, default=(4,),
-                   help="empty: the encoder's")
-    g.add_argument("--activation", default="selu")
-    g.add_argument("--normalization", default="none")
-    g.add_argument("--kernel_initializer", default="lecun_normal")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=2,
-                   help="epochs per phase (per stage for c); the first of each phase is "
-                        "excluded from the steady numbers, so >= 2 for them")
-    g.add_argument("--batch_size", type=int, default=32)
-    g.add_argument("--learning_rate", type=float, default=1e-3)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--summary_images", type=int, default=8)
-    g.add_argument("--mixed_precision", action="store_true",
-                   help="TrainConfig.mixed_precision; row a uses the same Keras policy")
-    g.add_argument("--cache_frozen_prefix", action="store_true",
-                   help="TrainConfig.cache_frozen_prefix (recursive stages)")
-    g.add_argument("--steps_per_execution", type=int, default=1,
-                   help="TrainConfig.steps_per_execution; row a compiles with the same")
-    g.add_argument("--strategy", default="auto",
-                   choices=("auto", "one_device", "mirrored", "multi_worker"))
-    g.add_argument("--cpu_devices", type=int, default=0,
-                   help="split the CPU into N logical devices (set before TF starts)")
-    g = p.add_argument_group("benchmark")
-    g.add_argument("--rows", type=lambda s: tuple(v.strip() for v in s.split(",") if v.strip()),
-                   default=("a", "b", "c", "d"), help="rows to run, from a,b,c,d")
-    g.add_argument("--intra_op_threads", type=int, default=0, help="0: TensorFlow's default")
-    g.add_argument("--inter_op_threads", type=int, default=0, help="0: TensorFlow's default")
-    g.add_argument("--repeats", type=int, default=1,
-                   help="run rows a, b, c this many times, interleaved; report the best "
-                        "(least time) of each (all repeats are listed too)")
-    g.add_argument("--pipeline_seconds", type=float, default=2.0,
-                   help="row d1 repeats its E epochs until this long has passed")
-    g.add_argument("--keep_runs", action="store_true", help="keep the temporary run dirs")
-    return p
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The benchmark's own settings; everything else is in `config`."""
+    config: config_lib.RunConfig  # the flags' run configuration (scheme set per row)
+    synthetic: bool  # no --data_dir / --dataset: generated images
+    rows: Tuple[str, ...]
+    repeats: int
+    pipeline_seconds: float
+    intra_op_threads: int
+    inter_op_threads: int
+    keep_runs: bool
+
+    @property
+    def epochs(self) -> int:
+        return self.config.train.epochs
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def _config_defaults(path: str) -> List[str]:
+    """--config's CONFIG_FLAGS, as absl reads the file (comments, nested flagfiles)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --config {path} does not exist")
+    args = FLAGS.read_flags_from_files([f"--flagfile={path}"], force_gnu=False)
+    return [a for a in args if a.lstrip("-").split("=", 1)[0] in CONFIG_FLAGS]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    """rae_keras' flags and the benchmark's, parsed by absl into FLAGS."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=DEFAULT_CONFIG)
-    known, _ = pre.parse_known_args(argv)
-    parser = build_parser()
-    if known.config:
-        if not os.path.isfile(known.config):
-            parser.error(f"--config {known.config} does not exist")
-        parser.set_defaults(**read_flagfile(known.config))
-    args = parser.parse_args(argv)
-    unknown_rows = set(args.rows) - {"a", "b", "c", "d"}
+    program = os.path.basename(__file__)
+    FLAGS.unparse_flags()
+    flags_lib.parse_flags_or_exit([program, *DEFAULT_ARGS, *argv], _OWN_FLAGS)
+    defaults = _config_defaults(FLAGS.config) if FLAGS.config else []
+    FLAGS.unparse_flags()
+    flags_lib.parse_flags_or_exit([program, *DEFAULT_ARGS, *defaults, *argv], _OWN_FLAGS)
+    unknown_rows = set(FLAGS.rows) - set(ROWS)
     if unknown_rows:
-        parser.error(f"--rows: unknown {sorted(unknown_rows)}; use a,b,c,d")
-    if args.epochs < 1:
-        parser.error("--epochs must be >= 1")
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
-    return args
+        raise SystemExit(f"error: --rows: unknown {sorted(unknown_rows)}; use a,b,c,d")
+    if FLAGS.repeats < 1:
+        raise SystemExit("error: --repeats must be >= 1")
+    synthetic = not (FLAGS.data_dir or FLAGS["dataset"].present)
+    try:
+        config = flags_lib.run_config_from_flags()
+        if FLAGS.data_dir and not FLAGS["dataset"].present:
+            config = dataclasses.replace(
+                config, data=dataclasses.replace(config.data, dataset="folder")).validate()
+    except config_lib.ConfigError as e:
+        raise SystemExit(f"error: {e}")
+    return Options(config=config, synthetic=synthetic, rows=tuple(FLAGS.rows),
+                   repeats=FLAGS.repeats, pipeline_seconds=FLAGS.pipeline_seconds,
+                   intra_op_threads=FLAGS.intra_op_threads,
+                   inter_op_threads=FLAGS.inter_op_threads, keep_runs=FLAGS.keep_runs)
 
 
 # ---------------------------------------------------------------------------
@@ -211,16 +190,19 @@ def synthetic_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
     return out
 
 
-def load_data(args, data_config):
-    """(DataSplits, description); the folder through rae_keras' own loader."""
+def load_data(opts: Options):
+    """(DataSplits, description): the flags' data set through rae_keras' own loader,
+    or synthetic images."""
     from rae_keras import data as data_lib
 
-    if args.data_dir:
-        splits = data_lib.load_splits(data_config)
-        return splits, (f"folder {args.data_dir} ({len(splits.skipped)} files skipped)")
-    n_train = args.max_images or 2048
-    n_test = math.ceil(args.test_fraction * n_train) if args.test_fraction > 0 else 0
-    images = synthetic_images(n_train + n_test, args.image_size, args.channels, args.seed)
+    data = opts.config.data
+    if not opts.synthetic:
+        splits = data_lib.load_splits(data)
+        where = f"folder {data.data_dir}" if data.dataset == "folder" else data.dataset
+        return splits, f"{where} ({len(splits.skipped)} files skipped)"
+    n_train = data.max_images or 2048
+    n_test = math.ceil(data.test_fraction * n_train) if data.test_fraction > 0 else 0
+    images = synthetic_images(n_train + n_test, data.image_size, data.channels, data.seed)
     ids = np.array([f"synthetic_{i:06d}" for i in range(len(images))])
     splits = data_lib.DataSplits(
         train=data_lib.Split(images[:n_train], ids[:n_train]),
@@ -268,52 +250,44 @@ def best_of(repeats: List[Row]) -> Row:
     return dataclasses.replace(best, wall_s=fastest.wall_s, cpu_s=fastest.cpu_s)
 
 
-def steady_from_marks(marks: List[Tuple[object, float]], start: float
-                      ) -> Tuple[Optional[float], float, List[Tuple[str, float, List[float]]]]:
-    """marks: (phase, time after the epoch's end) in order. Returns (steady seconds,
-    schedule epochs they cover, per phase (name, first-epoch s, steady epoch s))."""
-    phases: Dict[object, List[float]] = {}
-    order: List[object] = []
-    for phase, t in marks:
-        if phase not in phases:
-            phases[phase] = []
-            order.append(phase)
-        phases[phase].append(t)
-    steady, epochs, detail, previous_end = 0.0, 0, [], start
-    for phase in order:
-        times = phases[phase]
-        steady += times[-1] - times[0]
-        epochs += len(times) - 1
-        detail.append((str(phase), times[0] - previous_end,
-                       [b - a for a, b in zip(times, times[1:])]))
-        previous_end = times[-1]
-    if not order or epochs == 0:
+def steady_from_history(history: Sequence[Dict]
+                        ) -> Tuple[Optional[float], float, List[Tuple[str, float, List[float]]]]:
+    """history: per phase {"phase": name, "seconds": [per epoch]} (the run state's
+    history). Returns (steady seconds: epochs 2.. of every phase, schedule epochs they
+    cover, per phase (name, first-epoch s, steady epoch s))."""
+    steady, epochs, detail = 0.0, 0, []
+    for entry in history:
+        seconds = list(entry.get("seconds", []))
+        if not seconds:
+            continue
+        steady += sum(seconds[1:])
+        epochs += len(seconds) - 1
+        detail.append((str(entry["phase"]), seconds[0], seconds[1:]))
+    if not detail or epochs == 0:
         return None, 0.0, detail
-    return steady, epochs / len(order), detail
+    return steady, epochs / len(detail), detail
 
 
 # ---------------------------------------------------------------------------
 # Environment: devices, threads, precision
 
 
-def configure_threads(args) -> None:
-    """Thread pools: must be set before TensorFlow starts."""
+def configure_threads(opts: Options) -> None:
+    """Thread pools: must be set before TensorFlow's runtime starts."""
     import tensorflow as tf
 
-    if args.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
-    if args.inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if opts.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(opts.intra_op_threads)
+    if opts.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(opts.inter_op_threads)
 
 
-def make_strategy(args):
+def make_strategy(opts: Options):
     """The strategy rae_keras' driver would build (before any other TF work), shared
     by rows a, b and c."""
-    from rae_keras import config as config_lib
     from rae_keras import distribute
 
-    return distribute.make_strategy(config_lib.DistributeConfig(
-        strategy=args.strategy, cpu_devices=args.cpu_devices))
+    return distribute.make_strategy(opts.config.distribute)
 
 
 def mixed_policy_name(enabled: bool) -> Optional[str]:
@@ -322,7 +296,7 @@ def mixed_policy_name(enabled: bool) -> Optional[str]:
     return distribute.mixed_precision_policy(enabled)
 
 
-def describe_environment(args) -> List[str]:
+def describe_environment() -> List[str]:
     import keras
     import tensorflow as tf
 
@@ -363,35 +337,17 @@ def load_average() -> str:
 # Rows
 
 
-def _run_config(args, data_config, scheme: str, model_dir: str):
-    from rae_keras import config as config_lib
-
-    train_fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
-    train_kwargs = dict(
-        scheme=scheme, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed, summary_images=args.summary_images,
-        mixed_precision=args.mixed_precision, cache_frozen_prefix=args.cache_frozen_prefix,
-        steps_per_execution=args.steps_per_execution)
-    missing = {k for k in train_kwargs if k not in train_fields}
-    if missing:
-        raise SystemExit(f"error: this rae_keras has no TrainConfig field(s) {sorted(missing)}")
-    return config_lib.RunConfig(
-        name=f"bench_{scheme}", model_dir=model_dir, export_dir="",
-        data=data_config,
-        model=config_lib.ModelConfig(
-            filters=tuple(args.filters), kernel_sizes=tuple(args.kernel_sizes),
-            decoder_kernel_sizes=tuple(args.decoder_kernel_sizes),
-            activation=args.activation, normalization=args.normalization,
-            kernel_initializer=args.kernel_initializer),
-        train=config_lib.TrainConfig(**train_kwargs),
-        distribute=config_lib.DistributeConfig(strategy=args.strategy,
-                                               cpu_devices=args.cpu_devices),
-    ).validate()
+def _run_config(opts: Options, scheme: str, model_dir: str) -> config_lib.RunConfig:
+    """The flags' configuration with the row's scheme, in model_dir, exporting nothing."""
+    config = opts.config
+    return dataclasses.replace(config, name=f"bench_{scheme}", model_dir=model_dir,
+                               export_dir="",
+                               train=dataclasses.replace(config.train, scheme=scheme))
 
 
 @dataclasses.dataclass(frozen=True)
 class Batching:
-    """What every row shares: the strategy and the global batch, as `training.train`
+    """What every row shares: the strategy and the global batch, as `rae_keras.fit`
     sets them (per-replica batch x replicas; whole batches only with several replicas)."""
     strategy: object
     replicas: int
@@ -410,110 +366,100 @@ class Batching:
                    steps * global_batch if drop else n_train)
 
 
-def _plain_fit(args, config, splits, batching: Batching, images, *, epochs: int,
-               marks: Optional[list] = None) -> Tuple[float, float, float]:
-    """Builds, compiles and fits the full network with plain Keras; returns (start time,
-    seconds, CPU seconds) of the fit."""
-    import keras
+def _plain_fit(config: config_lib.RunConfig, splits, batching: Batching, images, *,
+               epochs: int, seconds: Optional[list] = None) -> Tuple[float, float]:
+    """Builds, compiles and fits the full network with plain Keras; returns (seconds,
+    CPU seconds) of the fit. `seconds` receives each epoch's, measured as rae_keras
+    measures its own (epoch begin to end, validation included)."""
     import tensorflow as tf
 
     from rae_keras import distribute
     from rae_keras.models import ConvAutoencoder
     from rae_keras.runs import image_shape_of
 
-    keras.utils.set_random_seed(args.seed)
-    policy = mixed_policy_name(args.mixed_precision)
+    train = config.train
+    keras.utils.set_random_seed(train.seed)
+    policy = mixed_policy_name(train.mixed_precision)
     with batching.strategy.scope():
-        model = ConvAutoencoder.from_model_config(config.model, image_shape_of(config), dtype=policy).full_model()
-        model.compile(optimizer=distribute.make_optimizer(args.learning_rate, policy),
-                      loss="mse", steps_per_execution=args.steps_per_execution)
+        model = ConvAutoencoder.from_model_config(config.model, image_shape_of(config),
+                                                  dtype=policy).full_model()
+        model.compile(optimizer=distribute.make_optimizer(train.learning_rate, policy),
+                      loss="mse", steps_per_execution=train.steps_per_execution)
     x = tf.convert_to_tensor(images)
     train_ds = (tf.data.Dataset.from_tensor_slices((x, x))
-                .shuffle(len(images), seed=args.seed, reshuffle_each_iteration=True)
+                .shuffle(len(images), seed=train.seed, reshuffle_each_iteration=True)
                 .batch(batching.global_batch, drop_remainder=batching.drop_remainder)
                 .prefetch(tf.data.AUTOTUNE))
     val_ds = None
-    if marks is not None and len(splits.test.images) >= (
+    if seconds is not None and len(splits.test.images) >= (
             batching.global_batch if batching.drop_remainder else 1):
         v = tf.convert_to_tensor(splits.test.images)
         val_ds = (tf.data.Dataset.from_tensor_slices((v, v))
                   .batch(batching.global_batch, drop_remainder=batching.drop_remainder)
                   .prefetch(tf.data.AUTOTUNE))
-    callbacks = [_marks_callback(marks)] if marks is not None else []
+    callbacks = [EpochSeconds(seconds)] if seconds is not None else []
     cpu, start = time.process_time(), time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0,
               shuffle=False)  # the dataset shuffles
-    return start, time.perf_counter() - start, time.process_time() - cpu
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def _marks_callback(marks: list):
-    import keras
+class EpochSeconds(keras.callbacks.Callback):
+    """Each epoch's seconds, begin to end (validation included), as rae_keras records
+    them in its history."""
 
-    class Marks(keras.callbacks.Callback):
-        """Notes the time after every epoch (validation included); runs last."""
+    def __init__(self, seconds: list):
+        super().__init__()
+        self.seconds, self._started = seconds, 0.0
 
-        def on_epoch_end(self, epoch, logs=None):
-            marks.append(("fit", time.perf_counter()))
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
 
-    return Marks()
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
 
 
-def row_a(args, config, splits, batching: Batching) -> Row:
-    marks: List[Tuple[object, float]] = []
-    start, wall, cpu = _plain_fit(args, config, splits, batching, splits.train.images,
-                                  epochs=args.epochs, marks=marks)
-    steady, steady_epochs, phases = steady_from_marks(marks, start)
+def row_a(opts: Options, splits, batching: Batching) -> Row:
+    seconds: List[float] = []
+    wall, cpu = _plain_fit(opts.config, splits, batching, splits.train.images,
+                           epochs=opts.epochs, seconds=seconds)
+    steady, steady_epochs, phases = steady_from_history([{"phase": "fit", "seconds": seconds}])
     return Row("a", "plain Keras `model.fit`, full network, minimal tf.data",
-               batching.images_per_epoch, args.epochs, wall, steady, steady_epochs,
+               batching.images_per_epoch, opts.epochs, wall, steady, steady_epochs,
                phases=phases, cpu_s=cpu)
 
 
-def _timed_run_directory(path: str):
-    """A RunDirectory that notes the time after every per-epoch checkpoint."""
-    from rae_keras import runs
-
-    class TimedRunDirectory(runs.RunDirectory):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.marks: List[Tuple[object, float]] = []
-
-        def save_checkpoint(self, *a, **kw):
-            result = super().save_checkpoint(*a, **kw)
-            state = kw.get("state", a[1] if len(a) > 1 else None)
-            if state is not None and not getattr(state, "finished", False):
-                name = (state.history[state.phase]["phase"]
-                        if state.phase < len(state.history) else state.phase)
-                self.marks.append((name, time.perf_counter()))
-            return result
-
-    return TimedRunDirectory(path, keep_checkpoints=1)
-
-
-def row_rae(args, data_config, splits, batching: Batching, scheme: str, model_dir: str) -> Row:
+def row_rae(opts: Options, splits, batching: Batching, scheme: str, model_dir: str) -> Row:
+    """What `python -m rae_keras.train` does, timed: build the model, `rae_keras.fit`
+    in a fresh run directory (checkpoints and summaries every epoch; no export). The
+    steady time comes from the epoch seconds fit records in the run's history."""
     from rae_keras import training
 
-    config = _run_config(args, data_config, scheme, model_dir)
-    run = _timed_run_directory(config.model_dir)
-    run.prepare(config)
+    config = _run_config(opts, scheme, model_dir)
     log: List[str] = []
     cpu, start = time.process_time(), time.perf_counter()
-    _, state = training.train(config, splits, run, strategy=batching.strategy,
-                              log=log.append, verbose=0)
+    model = training.build_model(config, batching.strategy)
+    history = training.fit(model, splits.train.images, validation_data=splits.test.images,
+                           model_dir=config.model_dir, strategy=batching.strategy,
+                           run_config=config, log=log.append, verbose=0,
+                           **dataclasses.asdict(config.train))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    steady, steady_epochs, phases = steady_from_marks(run.marks, start)
+    steady, steady_epochs, phases = steady_from_history(
+        [{"phase": name, **entry} for name, entry in history.items()])
     n_phases = max(len(phases), 1)
+    epochs_done = sum(len(entry["seconds"]) for entry in history.values())
     if scheme == "stacked":
-        key, what = "b", "rae_keras stacked (`training.train`)"
+        key, what = "b", "rae_keras stacked (`rae_keras.fit`)"
     else:
         key, what = "c", (f"rae_keras recursive, whole schedule ({n_phases} stages x "
-                          f"{args.epochs} epochs; img/s per schedule epoch)")
-    note = "" if state.epochs_done == n_phases * args.epochs else (
-        f"{state.epochs_done} epochs done, expected {n_phases * args.epochs}")
-    return Row(key, what, batching.images_per_epoch, args.epochs, wall, steady, steady_epochs,
+                          f"{opts.epochs} epochs; img/s per schedule epoch)")
+    note = "" if epochs_done == n_phases * opts.epochs else (
+        f"{epochs_done} epochs done, expected {n_phases * opts.epochs}")
+    return Row(key, what, batching.images_per_epoch, opts.epochs, wall, steady, steady_epochs,
                note=note, phases=phases, cpu_s=cpu)
 
 
-def row_d1(args, splits, batching: Batching, min_seconds: float = 2.0) -> Row:
+def row_d1(opts: Options, splits, batching: Batching, min_seconds: float = 2.0) -> Row:
     """The pipeline training consumes, iterated with no model: E epochs, repeated (a
     fresh iterator each time, as every `fit` makes) until min_seconds have passed, since
     with prefetching a short run mostly measures the buffer."""
@@ -521,7 +467,8 @@ def row_d1(args, splits, batching: Batching, min_seconds: float = 2.0) -> Row:
 
     cpu, start = time.process_time(), time.perf_counter()
     ds = data_lib.epoch_batches(splits.train.images, batching.global_batch,
-                                seed=args.seed * 1000, first_epoch=0, epochs=args.epochs,
+                                seed=opts.config.train.seed * 1000, first_epoch=0,
+                                epochs=opts.epochs,
                                 drop_remainder=batching.drop_remainder)
     iterate_from = time.perf_counter()
     batches, passes = 0, 0
@@ -530,32 +477,33 @@ def row_d1(args, splits, batching: Batching, min_seconds: float = 2.0) -> Row:
             batches += 1
         passes += 1
     end = time.perf_counter()
-    if batches != passes * batching.steps_per_epoch * args.epochs:
+    if batches != passes * batching.steps_per_epoch * opts.epochs:
         raise RuntimeError(f"epoch_batches gave {batches} batches in {passes} passes, "
-                           f"expected {batching.steps_per_epoch * args.epochs} per pass")
-    epochs = passes * args.epochs
+                           f"expected {batching.steps_per_epoch * opts.epochs} per pass")
+    epochs = passes * opts.epochs
     return Row("d1", "input pipeline alone: `data.epoch_batches`, what training consumes "
                "(in memory, no model)", batching.images_per_epoch, epochs,
                end - start, end - iterate_from, epochs, cpu_s=time.process_time() - cpu,
-               note=f"{passes} pass(es) over {args.epochs} epochs; steady = iteration only, "
+               note=f"{passes} pass(es) over {opts.epochs} epochs; steady = iteration only, "
                     f"wall adds building the dataset (a copy of the images)")
 
 
-def row_d2(args, splits, batching: Batching) -> Row:
+def row_d2(opts: Options, splits, batching: Batching) -> Row:
     """JPEG files -> model inputs, decoded as the folder loader does; one pass."""
     import tensorflow as tf
 
     from rae_keras import data as data_lib
     from rae_keras import preprocessing
 
-    paths = data_lib.list_images(args.data_dir)
+    data = opts.config.data
+    paths = data_lib.list_images(data.data_dir)
     n = min(len(splits.train.images), len(paths))
-    chosen = np.sort(np.random.default_rng(args.seed).permutation(len(paths))[:n])
+    chosen = np.sort(np.random.default_rng(data.seed).permutation(len(paths))[:n])
     paths = np.array(paths)[chosen]
     cpu, start = time.process_time(), time.perf_counter()
     ds = (tf.data.Dataset.from_tensor_slices(paths)
-          .map(lambda p: preprocessing.preprocess_bytes(tf.io.read_file(p), args.crop,
-                                                        args.image_size, args.channels),
+          .map(lambda p: preprocessing.preprocess_bytes(tf.io.read_file(p), data.crop,
+                                                        data.image_size, data.channels),
                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
           .ignore_errors().batch(batching.global_batch).prefetch(tf.data.AUTOTUNE))
     iterate_from = time.perf_counter()
@@ -661,29 +609,25 @@ def report(rows: List[Row], settings: List[str], notes: List[str],
 
 
 def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = print) -> Dict:
-    args = parse_args(argv)
-    configure_threads(args)
-
-    from rae_keras import config as config_lib
-
+    opts = parse_args(argv)
+    config = opts.config
+    configure_threads(opts)
     try:
-        strategy = make_strategy(args)  # before any other TensorFlow work
+        strategy = make_strategy(opts)  # before any other TensorFlow work
     except config_lib.ConfigError as e:
         raise SystemExit(f"error: {e}")
-    data_config = config_lib.DataConfig(
-        dataset="folder" if args.data_dir else "lfw_subset", data_dir=args.data_dir or None,
-        crop=args.crop, image_size=args.image_size, channels=args.channels,
-        max_images=args.max_images, test_fraction=args.test_fraction, seed=args.seed)
-    reference = _run_config(args, data_config, "stacked", "unused")  # validates the settings
     load_before = load_average()
     started = time.perf_counter()
-    splits, source = load_data(args, data_config)
+    try:
+        splits, source = load_data(opts)
+    except (config_lib.ConfigError, OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
     load_s = time.perf_counter() - started
-    if args.test_fraction <= 0:
+    if config.data.test_fraction <= 0:
         splits = dataclasses.replace(splits, test=dataclasses.replace(
             splits.test, images=splits.test.images[:0], identities=splits.test.identities[:0]))
     n_train, n_test = len(splits.train.images), len(splits.test.images)
-    batching = Batching.of(strategy, args.batch_size, n_train)
+    batching = Batching.of(strategy, config.train.batch_size, n_train)
     if batching.steps_per_epoch < 1:
         raise SystemExit(f"error: {n_train} training images are fewer than one global "
                          f"batch ({batching.global_batch})")
@@ -693,70 +637,73 @@ def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = prin
     multi_worker = distribute.is_multi_worker(strategy)
     notes = [
         "steady = epochs 2..E of every phase (each phase's first epoch traces the "
-        "train/test functions and is excluded); wall = the whole fit/train call with "
-        "everything included; img/s = schedule epochs x images per epoch / time; "
-        "cores used = process CPU s / wall s"]
-    if args.epochs < 2:
+        "train/test functions and is excluded), each epoch from its begin to its end "
+        "(training steps and validation; b and c from the run's history.json); wall = the "
+        "whole call with everything included (b, c: model building, per-epoch checkpoints "
+        "and summaries); img/s = schedule epochs x images per epoch / time; cores used = "
+        "process CPU s / wall s"]
+    if opts.epochs < 2:
         notes.append("--epochs=1: no steady numbers (the only epoch includes tracing)")
-    if args.cache_frozen_prefix:
+    if config.train.cache_frozen_prefix:
         notes.append("--cache_frozen_prefix: each stage computes its cached h_(k-1) before "
                      "its first epoch; only the wall numbers include that")
-    if multi_worker and "a" in args.rows:
+    if multi_worker and "a" in opts.rows:
         notes.append("row a skipped: Keras fit does not run under MultiWorkerMirroredStrategy")
 
     rows: List[Row] = []
     workdir = tempfile.mkdtemp(prefix="rae_benchmark_")
     try:
-        if {"a", "b", "c"} & set(args.rows) and not multi_worker:
+        if {"a", "b", "c"} & set(opts.rows) and not multi_worker:
             # Process start-up costs (thread pools, oneDNN kernels for these shapes) go
             # to a throwaway fit, not to whichever row happens to run first.
             warm = splits.train.images[:min(n_train, 4 * batching.global_batch)]
-            _plain_fit(args, reference, splits, Batching.of(strategy, args.batch_size, len(warm)),
+            _plain_fit(config, splits, Batching.of(strategy, config.train.batch_size, len(warm)),
                        warm, epochs=1)
         runs: Dict[str, List[Row]] = {}
-        for repeat in range(args.repeats):
-            if "a" in args.rows and not multi_worker:
-                runs.setdefault("a", []).append(row_a(args, reference, splits, batching))
+        for repeat in range(opts.repeats):
+            if "a" in opts.rows and not multi_worker:
+                runs.setdefault("a", []).append(row_a(opts, splits, batching))
             for key, scheme in (("b", "stacked"), ("c", "recursive")):
-                if key in args.rows:
+                if key in opts.rows:
                     model_dir = os.path.join(workdir, f"{scheme}_{repeat}")
                     runs.setdefault(key, []).append(
-                        row_rae(args, data_config, splits, batching, scheme, model_dir))
+                        row_rae(opts, splits, batching, scheme, model_dir))
         rows.extend(best_of(repeats) for repeats in runs.values())
-        if args.repeats > 1:
-            notes.append(f"best of {args.repeats} interleaved repeats per column; all "
+        if opts.repeats > 1:
+            notes.append(f"best of {opts.repeats} interleaved repeats per column; all "
                          "repeats (steady s / wall s): " + "; ".join(
                              f"{key} " + ", ".join(f"{_fmt(r.steady_s, 2)}/{r.wall_s:.2f}"
                                                    for r in repeats)
                              for key, repeats in runs.items()))
-        if "d" in args.rows:
-            rows.append(row_d1(args, splits, batching, args.pipeline_seconds))
-            if args.data_dir:
-                rows.append(row_d2(args, splits, batching))
+        if "d" in opts.rows:
+            rows.append(row_d1(opts, splits, batching, opts.pipeline_seconds))
+            if not opts.synthetic and config.data.dataset == "folder":
+                rows.append(row_d2(opts, splits, batching))
     finally:
-        if args.keep_runs:
+        if opts.keep_runs:
             out(f"kept run directories under {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    kernels = ",".join(map(str, args.kernel_sizes))
-    decoder = ",".join(map(str, args.decoder_kernel_sizes)) or "= encoder"
+    data, model, train = config.data, config.model, config.train
+    kernels = ",".join(map(str, model.kernel_sizes))
+    decoder = ",".join(map(str, model.decoder_kernel_sizes)) or "= encoder"
     settings = [
         "## rae_keras training benchmark",
         f"data: {source}; {n_train} training images ({batching.images_per_epoch} per epoch), "
         f"{n_test} validation images (validated every epoch in a, b, c); "
-        f"{args.image_size}x{args.image_size}x{args.channels}, crop {args.crop}; loaded in "
+        f"{data.image_size}x{data.image_size}x{data.channels}, crop {data.crop}; loaded in "
         f"{load_s:.1f} s (not timed)",
-        f"network: filters {','.join(map(str, args.filters))}, kernels {kernels}, decoder "
-        f"kernels {decoder}, {args.activation}, normalization {args.normalization}",
-        f"training: {args.epochs} epoch(s) per phase, batch {args.batch_size} per replica x "
-        f"{batching.replicas} = {batching.global_batch}, Adam {args.learning_rate:g}, "
-        f"mixed_precision {args.mixed_precision} "
-        f"({mixed_policy_name(args.mixed_precision) or 'float32'}), cache_frozen_prefix "
-        f"{args.cache_frozen_prefix}, steps_per_execution {args.steps_per_execution}; "
-        f"{distribute.describe(strategy)} (--strategy={args.strategy}, "
-        f"--cpu_devices={args.cpu_devices})",
-        *describe_environment(args),
+        f"network: filters {','.join(map(str, model.filters))}, kernels {kernels}, decoder "
+        f"kernels {decoder}, {model.activation}, normalization {model.normalization}",
+        f"training: {train.epochs} epoch(s) per phase, batch {train.batch_size} per replica x "
+        f"{batching.replicas} = {batching.global_batch}, Adam {train.learning_rate:g}, "
+        f"mixed_precision {train.mixed_precision} "
+        f"({mixed_policy_name(train.mixed_precision) or 'float32'}), cache_frozen_prefix "
+        f"{train.cache_frozen_prefix}, steps_per_execution {train.steps_per_execution}; "
+        f"{distribute.describe(strategy)} (--strategy={config.distribute.strategy}, "
+        f"--cpu_devices={config.distribute.cpu_devices})",
+        *describe_environment(),
         f"load average (1/5/15 min): {load_before} before, {load_average()} after",
     ]
     values = report(rows, settings, notes, out)
