@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar
 
-SCHEMES = ("stacked", "recursive", "recursive_interleaved", "recursive_finetune", "joint")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-DATASETS = ("lfw_subset", "folder", "lfw")
 # The data of a Python `fit` call: arrays or a tf.data pipeline, identified by fingerprint.
+# Not a registered source: nothing loads it, fit checks the arrays themselves.
 ARRAYS = "arrays"
 NORMALIZATIONS = ("none", "batch", "shared_batch")
 LEARNING_RATE_SCHEDULES = ("constant", "cosine")
@@ -34,6 +33,62 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the value."""
 
 
+T = TypeVar("T")
+
+
+class Registry(Mapping[str, T]):
+    """The names one extension point accepts (`--scheme`, `--dataset`), each registered
+    by a decorator beside its implementation. Validation, flag enums and help text read
+    the registry, so a new entry is one decorated function and nothing else to keep in
+    step. Iterates over names in registration order."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, T] = {}
+        self._summaries: Dict[str, str] = {}
+
+    def add(self, name: str, entry: T, doc: Optional[str] = None) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = entry
+        self._summaries[name] = " ".join((doc or "").strip().split("\n\n")[0].split())
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: registers the function under `name` and returns it unchanged."""
+        def decorate(entry: T) -> T:
+            self.add(name, entry, getattr(entry, "__doc__", None))
+            return entry
+        return decorate
+
+    def unregister(self, name: str) -> None:
+        """For tests that register a temporary entry."""
+        del self._entries[name], self._summaries[name]
+
+    def lookup(self, name: str) -> T:
+        """The entry, or a ConfigError naming the registered choices."""
+        if name not in self._entries:
+            raise ConfigError(f"unknown {self.kind} {name!r}; expected one of {self.names}")
+        return self._entries[name]
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return tuple(self._entries)
+
+    def describe(self) -> str:
+        """`name: first docstring paragraph` of every entry, for help text."""
+        return " | ".join(f"{name}: {summary.rstrip('.')}" if summary else name
+                          for name, summary in self._summaries.items())
+
+    def __getitem__(self, name: str) -> T:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     dataset: str = "lfw_subset"
@@ -49,10 +104,10 @@ class DataConfig:
     def validate(self) -> None:
         if self.dataset == ARRAYS:
             return  # given in Python: fit checked the arrays themselves
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
-        if self.dataset == "folder" and not self.data_dir:
-            raise ConfigError("--dataset=folder needs --data_dir=PATH (an image folder)")
+        from rae_keras.data import SOURCES  # deferred: data.py imports this module
+
+        if SOURCES.lookup(self.dataset).needs_data_dir and not self.data_dir:
+            raise ConfigError(f"--dataset={self.dataset} needs --data_dir=PATH")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if not 2 <= self.image_size <= MAX_IMAGE_SIZE:
@@ -130,8 +185,9 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps_per_execution < 1:
             raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"unknown scheme {self.scheme!r}; expected one of {SCHEMES}")
+        from rae_keras.schemes import SCHEMES  # deferred: schemes.py imports this module
+
+        SCHEMES.lookup(self.scheme)
         if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
             raise ConfigError(f"unknown learning_rate_schedule {self.learning_rate_schedule!r}; "
                               f"expected one of {LEARNING_RATE_SCHEDULES}")

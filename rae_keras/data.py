@@ -1,6 +1,8 @@
 """Data sources, identity split and the tf.data input pipeline.
 
-Three sources give the same result, a `DataSplits` of float32 images in [0, 1]:
+Every source gives the same result, a `DataSplits` of float32 images in [0, 1]. The
+sources are registered with `@register_source("name")` (`SOURCES`, which config
+validation and the `--dataset` flag read):
 
 - `lfw_subset`: scikit-image's bundled LFW subset (no download). Its first 100
   images are faces (the last 100 are not and are dropped). It carries no names,
@@ -21,14 +23,14 @@ import dataclasses
 import math
 import os
 import re
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from rae_keras import preprocessing
-from rae_keras.config import DataConfig
+from rae_keras.config import DataConfig, Registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 LFW_SUBSET_FACES = 100  # skimage.data.lfw_subset(): first 100 faces, then 100 non-faces
@@ -41,6 +43,25 @@ _SHOW_SKIPPED = 5  # skipped files named in the log
 
 class DataError(ValueError):
     """Bad or missing data; the one-line message names the problem and the path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    load: Callable[[DataConfig], tuple]  # -> (images, identities, skipped)
+    needs_data_dir: bool = False  # config validation refuses it without --data_dir
+
+
+SOURCES: Registry[Source] = Registry("dataset")
+
+
+def register_source(name: str, *, needs_data_dir: bool = False):
+    """Decorator: `load(config)` becomes `--dataset=name`. It returns (float32 images
+    preprocessed to the config's size and channels, their identities, skipped files);
+    `load_splits` splits them by identity."""
+    def decorate(load):
+        SOURCES.add(name, Source(load, needs_data_dir), load.__doc__)
+        return load
+    return decorate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +86,7 @@ class DataSplits:
 
 def load_splits(config: DataConfig) -> DataSplits:
     """Load the configured source, preprocess it and split it by identity."""
-    loaders = {"lfw_subset": _load_lfw_subset, "folder": _load_folder, "lfw": _load_tfds_lfw}
-    if config.dataset not in loaders:
-        raise DataError(f"unknown dataset {config.dataset!r}; expected one of {tuple(loaders)}")
-    images, identities, skipped = loaders[config.dataset](config)
+    images, identities, skipped = SOURCES.lookup(config.dataset).load(config)
     _log_loaded(config.dataset, identities, skipped)
     if len(images) == 0:
         raise DataError(f"no usable images in dataset {config.dataset} (data_dir "
@@ -141,6 +159,7 @@ def split_identities(identities: Sequence[str], test_fraction: float, seed: int)
 # Sources: each returns (images, identities, skipped)
 
 
+@register_source("lfw_subset")
 def _load_lfw_subset(config: DataConfig):
     """scikit-image's 100 bundled faces; no names, so one identity per face."""
     from skimage import data as skdata  # bundled file, no download
@@ -152,6 +171,7 @@ def _load_lfw_subset(config: DataConfig):
     return images, _as_str(identities), []
 
 
+@register_source("folder", needs_data_dir=True)
 def _load_folder(config: DataConfig):
     """Every image file under data_dir, decoded in parallel; corrupt ones skipped."""
     paths = list_images(config.data_dir)
@@ -166,6 +186,7 @@ def _load_folder(config: DataConfig):
     return images, identities, skipped
 
 
+@register_source("lfw")
 def _load_tfds_lfw(config: DataConfig):
     """TFDS `lfw` (250x250 RGB, label = person), prepared from a local lfw.tgz."""
     import tensorflow_datasets as tfds

@@ -14,12 +14,13 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from absl import app, flags
 
 from rae_keras import config as config_lib
+from rae_keras import data as data_lib, schemes
 
 FLAGS = flags.FLAGS
 
 # What to train.
 flags.DEFINE_string("name", "run", "Run name; default model_dir runs/NAME, export exported/NAME.")
-flags.DEFINE_enum("scheme", "recursive", config_lib.SCHEMES, "Training scheme (DESIGN.md 1).")
+flags.DEFINE_enum("scheme", "recursive", schemes.SCHEMES.names, schemes.SCHEMES.describe())
 flags.DEFINE_integer("epochs", 1, "Epochs; per stage for recursive schemes.")
 flags.DEFINE_integer("finetune_epochs", 3,
                      "recursive_finetune: end-to-end epochs after the recursive stages.")
@@ -62,8 +63,7 @@ flags.DEFINE_enum("normalization", "none", config_lib.NORMALIZATIONS,
 flags.DEFINE_string("kernel_initializer", "lecun_normal", "Keras initializer of every layer.")
 
 # The data.
-flags.DEFINE_enum("dataset", "lfw_subset", config_lib.DATASETS,
-                  "lfw_subset (bundled, no download) | folder (--data_dir) | lfw (TFDS).")
+flags.DEFINE_enum("dataset", "lfw_subset", data_lib.SOURCES.names, data_lib.SOURCES.describe())
 flags.DEFINE_string("data_dir", None,
                     "folder: the image folder; lfw: the folder holding a local lfw.tgz.")
 flags.DEFINE_string("tfds_data_dir", None, "Where TFDS keeps prepared data sets.")

@@ -19,6 +19,8 @@ from typing import Callable, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
+OptimizerFactory = Callable[[], keras.optimizers.Optimizer]
+
 
 def pair_losses(outputs, level_weights: Sequence[float]) -> tf.Tensor:
     """[batch] float32: sum over levels of w_i * MSE(prediction_i, target_i) for outputs
@@ -84,13 +86,37 @@ def _apply(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.Grad
     optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
 
 
-class ReconstructionTrainer(keras.Model):
-    """Fits `objective`; `model.fit(images)` needs no labels.
+class Trainer(keras.Model):
+    """What the training loop, checkpoints and the custom distributed loop rely on: a
+    phase's trainer is one of these, and nothing outside it touches its optimizers.
 
-    The protocol every trainer follows (the training loop, checkpoints and the custom
-    distributed loop rely on it): `per_example_loss_for(images, training)`,
-    `replica_train_step(images)` and `optimizer_variables()`.
+    Keras `fit` runs `train_step`/`test_step`; the custom loop runs
+    `replica_train_step` under `strategy.run` and `per_example_loss_for` for
+    validation; checkpoints save and restore `optimizer_variables()`.
     """
+
+    def compile_fresh(self, make_optimizer: OptimizerFactory,
+                      steps_per_execution: int = 1) -> "Trainer":
+        """Compiles with new optimizers from `make_optimizer` (each phase starts with
+        fresh optimizer state; call after setting `trainable`: Keras reads it here)."""
+        raise NotImplementedError
+
+    def per_example_loss_for(self, images, training: bool = False) -> tf.Tensor:
+        """[batch] float32 loss of each example (what validation averages)."""
+        raise NotImplementedError
+
+    def replica_train_step(self, images) -> tf.Tensor:
+        """One optimizer step on one replica's batch; its share of the global mean loss
+        (`tf.nn.compute_average_loss`), so the sum over replicas is the mean."""
+        raise NotImplementedError
+
+    def optimizer_variables(self) -> List[keras.Variable]:
+        """Every optimizer's state variables in a fixed order, built if needed."""
+        raise NotImplementedError
+
+
+class ReconstructionTrainer(Trainer):
+    """Fits `objective`; `model.fit(images)` needs no labels."""
 
     def __init__(self, objective: keras.Model, level_weights: Optional[Sequence[float]] = None,
                  **kwargs):
@@ -106,25 +132,28 @@ class ReconstructionTrainer(keras.Model):
         del x, y, sample_weight, training  # the targets are part of y_pred
         return tf.nn.compute_average_loss(pair_losses(y_pred, self.level_weights))
 
-    # ------------------------------------------------------------- protocol
+    # ------------------------------------------------------------- Trainer
+    def compile_fresh(self, make_optimizer: OptimizerFactory,
+                      steps_per_execution: int = 1) -> "ReconstructionTrainer":
+        self.compile(optimizer=make_optimizer(), steps_per_execution=steps_per_execution)
+        return self
+
     def per_example_loss_for(self, images, training: bool = False) -> tf.Tensor:
         return pair_losses(self(images, training=training), self.level_weights)
 
     def replica_train_step(self, images) -> tf.Tensor:
-        """One optimizer step on one replica's batch; its share of the global mean loss."""
         with tf.GradientTape() as tape:
             loss = tf.nn.compute_average_loss(self.per_example_loss_for(images, training=True))
         _apply(self.optimizer, loss, tape, self.trainable_variables)
         return loss
 
     def optimizer_variables(self) -> List[keras.Variable]:
-        """Builds the optimizer if needed; its state variables in a fixed order."""
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
         return list(self.optimizer.variables)
 
 
-class InterleavedTrainer(keras.Model):
+class InterleavedTrainer(Trainer):
     """The original research code's schedule: every batch, one step of each stage k in
     turn (k = 1..N), each with its own optimizer and updating only its own layers.
 
@@ -136,13 +165,12 @@ class InterleavedTrainer(keras.Model):
 
     def __init__(self, prefixes: Sequence[Optional[keras.Model]],
                  objectives: Sequence[keras.Model],
-                 stage_variables: Sequence[List[keras.Variable]],
-                 make_optimizer: Callable[[], keras.optimizers.Optimizer], **kwargs):
+                 stage_variables: Sequence[List[keras.Variable]], **kwargs):
         super().__init__(name=kwargs.pop("name", "interleaved_trainer"), **kwargs)
         self.prefixes = list(prefixes)  # None for stage 1: its input is the image
         self.objectives = list(objectives)
         self.stage_variables = [list(v) for v in stage_variables]
-        self.stage_optimizers = [make_optimizer() for _ in self.objectives]
+        self.stage_optimizers: List[keras.optimizers.Optimizer] = []  # by compile_fresh
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     @property
@@ -158,7 +186,15 @@ class InterleavedTrainer(keras.Model):
         prefix = self.prefixes[k]
         return images if prefix is None else prefix(images, training=False)
 
-    # ------------------------------------------------------------- protocol
+    # ------------------------------------------------------------- Trainer
+    def compile_fresh(self, make_optimizer: OptimizerFactory,
+                      steps_per_execution: int = 1) -> "InterleavedTrainer":
+        """One optimizer per stage. Keras `fit` needs a compiled optimizer: stage 1's,
+        so no extra optimizer builds slots for every variable."""
+        self.stage_optimizers = [make_optimizer() for _ in self.objectives]
+        self.compile(optimizer=self.stage_optimizers[0], steps_per_execution=steps_per_execution)
+        return self
+
     def per_example_loss_for(self, images, training: bool = False) -> tf.Tensor:
         return tf.add_n([pair_losses(objective(self._stage_input(k, images), training=training),
                                      (1.0,))

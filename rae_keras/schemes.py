@@ -1,24 +1,31 @@
-"""Training schemes as lists of *phases*.
+"""Training schemes as lists of *phases*, and the one registry of schemes.
 
 A phase is one `fit`: which layers train, what objective they minimise, for how many
 epochs. A scheme is a function from the autoencoder and the training config to its
 phases. The training loop, checkpoints and resume only see phases, so every scheme
 gets resume, summaries, distribution and export for free.
+
+Adding a scheme is one function decorated with `@register_scheme("name")`: config
+validation, the `--scheme` flag, `fit` and the tests' scheme contract
+(`rae_keras.testing.check_scheme`) all read `SCHEMES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import keras
 
 from rae_keras import objectives
-from rae_keras.config import TrainConfig
+from rae_keras.config import Registry, TrainConfig
 from rae_keras.models import StagedAutoencoder
-from rae_keras.objectives import InterleavedTrainer, ReconstructionTrainer
+from rae_keras.objectives import (InterleavedTrainer, OptimizerFactory, ReconstructionTrainer,
+                                  Trainer)
 
-OptimizerFactory = Callable[[], keras.optimizers.Optimizer]
+Scheme = Callable[[StagedAutoencoder, TrainConfig], List["Phase"]]
+SCHEMES: Registry[Scheme] = Registry("scheme")
+register_scheme = SCHEMES.register
 
 
 @dataclasses.dataclass
@@ -33,28 +40,25 @@ class Phase:
     show_depths: bool = False  # TensorBoard: a grid of reconstructions at depths 1..depth
     input_depth: int = 0  # the objective consumes h_input_depth (0: images)
     # A trainer other than ReconstructionTrainer(objective), e.g. the interleaved one.
-    make_trainer: Optional[Callable[[OptimizerFactory], keras.Model]] = None
+    make_trainer: Optional[Callable[[], Trainer]] = None
     note: str = ""  # how the phase trains, when `trainable` does not say it all
 
     def build_trainer(self, make_optimizer: OptimizerFactory,
-                      steps_per_execution: int = 1) -> keras.Model:
+                      steps_per_execution: int = 1) -> Trainer:
         """A compiled trainer with fresh optimizer state (call after set_trainable)."""
-        if self.make_trainer is not None:
-            trainer = self.make_trainer(make_optimizer)
-            trainer.compile(optimizer=trainer.stage_optimizers[0],
-                            steps_per_execution=steps_per_execution)
-            return trainer
-        trainer = ReconstructionTrainer(self.objective, self.level_weights,
-                                        name=f"{self.name}_trainer")
-        trainer.compile(optimizer=make_optimizer(), steps_per_execution=steps_per_execution)
-        return trainer
+        trainer = (self.make_trainer() if self.make_trainer is not None else
+                   ReconstructionTrainer(self.objective, self.level_weights,
+                                         name=f"{self.name}_trainer"))
+        return trainer.compile_fresh(make_optimizer, steps_per_execution)
 
 
+@register_scheme("stacked")
 def stacked(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """The baseline: the whole autoencoder end to end, every layer trainable."""
     return [_end_to_end("end_to_end", autoencoder, config.epochs)]
 
 
+@register_scheme("recursive")
 def recursive(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """The paper: stage k fits d_k(e_k(h_(k-1))) to h_(k-1), with e_1..e_(k-1) frozen.
     With `cache_frozen_prefix`, stage k trains on h_(k-1) computed once."""
@@ -68,6 +72,26 @@ def recursive(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase
     return phases
 
 
+@register_scheme("recursive_interleaved")
+def recursive_interleaved(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
+    """The original code's schedule: every batch, one step per stage in turn."""
+    n = autoencoder.num_stages
+
+    def make_trainer() -> Trainer:
+        return InterleavedTrainer(
+            prefixes=[None] + [autoencoder.encoder(k - 1) for k in range(2, n + 1)],
+            objectives=[objectives.stage_objective(autoencoder, k, on_activation=True)
+                        for k in range(1, n + 1)],
+            stage_variables=[[v for layer in autoencoder.stage_layers(k)
+                              for v in layer.trainable_weights] for k in range(1, n + 1)])
+
+    return [Phase("interleaved", config.epochs, n, objectives.full_objective(autoencoder),
+                  show_depths=True, make_trainer=make_trainer,
+                  note="every batch, stage k = 1..N in turn updates only e_k, d_k "
+                       "(own optimizer; e_1..e_(k-1) frozen for that step)")]
+
+
+@register_scheme("recursive_finetune")
 def recursive_finetune(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """`recursive`, then `finetune_epochs` of end-to-end training of the assembled model."""
     phases = recursive(autoencoder, config)
@@ -76,25 +100,7 @@ def recursive_finetune(autoencoder: StagedAutoencoder, config: TrainConfig) -> L
     return phases
 
 
-def recursive_interleaved(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
-    """The original code's schedule: every batch, one step per stage in turn."""
-    n = autoencoder.num_stages
-
-    def make_trainer(make_optimizer: OptimizerFactory) -> keras.Model:
-        return InterleavedTrainer(
-            prefixes=[None] + [autoencoder.encoder(k - 1) for k in range(2, n + 1)],
-            objectives=[objectives.stage_objective(autoencoder, k, on_activation=True)
-                        for k in range(1, n + 1)],
-            stage_variables=[[v for layer in autoencoder.stage_layers(k)
-                              for v in layer.trainable_weights] for k in range(1, n + 1)],
-            make_optimizer=make_optimizer)
-
-    return [Phase("interleaved", config.epochs, n, objectives.full_objective(autoencoder),
-                  show_depths=True, make_trainer=make_trainer,
-                  note="every batch, stage k = 1..N in turn updates only e_k, d_k "
-                       "(own optimizer; e_1..e_(k-1) frozen for that step)")]
-
-
+@register_scheme("joint")
 def joint(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """One model, a loss at every level: the decoder path from the code against the
     encoder activation it mirrors (targets without gradient)."""
@@ -107,18 +113,5 @@ def _end_to_end(name: str, autoencoder: StagedAutoencoder, epochs: int) -> Phase
     return Phase(name, epochs, autoencoder.num_stages, objectives.full_objective(autoencoder))
 
 
-SCHEMES: Dict[str, Callable[[StagedAutoencoder, TrainConfig], List[Phase]]] = {
-    "stacked": stacked,
-    "recursive": recursive,
-    "recursive_interleaved": recursive_interleaved,
-    "recursive_finetune": recursive_finetune,
-    "joint": joint,
-}
-
-
 def phases_for(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
-    try:
-        scheme = SCHEMES[config.scheme]
-    except KeyError:
-        raise ValueError(f"unknown scheme {config.scheme!r}; expected one of {sorted(SCHEMES)}")
-    return scheme(autoencoder, config)
+    return SCHEMES.lookup(config.scheme)(autoencoder, config)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from rae_keras import testing
 from rae_keras.models import ConvAutoencoder, leaf_layers
 from rae_keras.config import ConfigError, ModelConfig
 
@@ -13,7 +14,7 @@ def _conv_params(k, c_in, c_out):
 
 @pytest.mark.parametrize("normalization", ["none", "batch", "shared_batch"])
 def test_models_share_layer_and_variable_objects(normalization):
-    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8), normalization=normalization), (16, 16, 1))
+    ae = testing.tiny_autoencoder((4, 8, 8), normalization)
     full = ae.full_model()
     for k in range(1, ae.num_stages + 1):
         stage = ae.stage_model(k)
@@ -53,7 +54,7 @@ def test_parameter_count_matches_hand_count():
 
 
 def test_shared_batch_norm_is_one_object_per_code():
-    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8), normalization="shared_batch"), (16, 16, 1))
+    ae = testing.tiny_autoencoder((4, 8, 8), "shared_batch")
     # The norm after e_k is the norm after d_(k+1), and it belongs to stage k.
     for k in (1, 2):
         norm = ae.encoders[k - 1].layers[-1]
@@ -64,7 +65,7 @@ def test_shared_batch_norm_is_one_object_per_code():
 
 
 def test_batch_norm_layers_belong_to_their_stage():
-    ae = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8), normalization="batch"), (16, 16, 1))
+    ae = testing.tiny_autoencoder((4, 8), "batch")
     assert [l.name for l in ae.stage_layers(1)] == ["e1", "e1_bn", "d1", "d1_sigmoid"]
     assert [l.name for l in ae.stage_layers(2)] == ["e2", "e2_bn", "d2", "d2_bn"]
 

@@ -2,17 +2,14 @@
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 import pytest
 from absl.testing import flagsaver
 
-from rae_keras import data as data_lib
 from rae_keras import flags as flags_lib
-from rae_keras import runs, train, training
-from rae_keras.models import ConvAutoencoder
-from rae_keras.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from rae_keras import runs, testing, train, training
+from rae_keras.config import ConfigError, TrainConfig
 
 
 def _parse(*args):
@@ -56,32 +53,13 @@ def test_the_train_driver_reports_divergence_as_one_line():
 
 
 # --------------------------------------------------------------------------- divergence
-def _splits(n_train=32, n_test=8, size=16):
-    images = np.random.default_rng(0).random((n_train + n_test, size, size, 1), np.float32)
-    ids = np.array([f"p{i}" for i in range(len(images))])
-    return data_lib.DataSplits(train=data_lib.Split(images[:n_train], ids[:n_train]),
-                               test=data_lib.Split(images[n_train:], ids[n_train:]),
-                               skipped=())
-
-
 def _config(tmp_path, **train):
-    return RunConfig(
-        name="t", model_dir=str(tmp_path / "run"), data=DataConfig(image_size=16),
-        model=ModelConfig(filters=(4, 8)),
-        train=TrainConfig(scheme="recursive", batch_size=16, summary_images=2, **train),
-    ).validate()
+    return testing.tiny_config(tmp_path / "run", filters=(4, 8), **train)
 
 
-def _train(config):
-    with runs.RunDirectory(config.model_dir, keep_checkpoints=100) as run:
-        run.prepare(config)
-        return run, training.train(config, _splits(), run, log=lambda s: None, verbose=0)
-
-
-def _checkpoint_weights(config, path):
-    autoencoder = ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config))
-    autoencoder.full_model().load_weights(os.path.join(path, "model.weights.h5"))
-    return [w.numpy() for w in autoencoder.full_model().weights]
+def _finite(config, checkpoint):
+    return all(np.isfinite(w).all()
+               for ws in testing.checkpoint_weights(config, checkpoint).values() for w in ws)
 
 
 def test_divergence_stops_naming_phase_and_epoch_and_keeps_the_finite_checkpoint(
@@ -98,24 +76,23 @@ def test_divergence_stops_naming_phase_and_epoch_and_keeps_the_finite_checkpoint
     monkeypatch.setattr(training._EpochEnd, "on_epoch_begin", on_epoch_begin)
     config = _config(tmp_path, epochs=3)
     with pytest.raises(training.TrainingDiverged, match=r"stage_1, epoch 2") as raised:
-        _train(config)
+        testing.train(config)
     assert "ckpt-000001" in str(raised.value) and "\n" not in str(raised.value)
     run = runs.RunDirectory(config.model_dir)
     assert [n for n, _ in run.checkpoints()] == [1]
-    assert all(np.isfinite(w).all() for w in _checkpoint_weights(config, run.checkpoints()[0][1]))
+    assert _finite(config, run.checkpoints()[0][1])
 
 
 def test_a_huge_learning_rate_diverges_instead_of_training_through_nan(tmp_path):
     config = _config(tmp_path, epochs=2, learning_rate=1e6)
     with pytest.raises(training.TrainingDiverged, match="non-finite"):
-        _train(config)
+        testing.train(config)
     run = runs.RunDirectory(config.model_dir)
-    for _, path in run.checkpoints():  # whatever was kept is finite
-        assert all(np.isfinite(w).all() for w in _checkpoint_weights(config, path))
+    assert all(_finite(config, path) for _, path in run.checkpoints())  # what was kept
 
 
 def test_an_unchanged_learning_rate_trains_without_false_alarms(tmp_path):
     config = _config(tmp_path, epochs=1)
-    _, (_, state) = _train(config)
+    _, _, state = testing.train(config)
     assert state.finished and all(np.isfinite(h["loss"]).all() for h in state.history)
     assert dataclasses.asdict(state)["history"][0]["phase"] == "stage_1"

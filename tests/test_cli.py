@@ -6,11 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 from absl.testing import flagsaver
 
 from rae_keras import flags as flags_lib
+from rae_keras import train
 from rae_keras.config import ConfigError, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,13 +95,29 @@ def _error_lines(stderr):
     (["--image_size=20"], "image_size"),
     (["--scheme=joint", "--level_weights=1,2"], "level_weights"),
 ])
-def test_bad_input_is_one_error_line_without_traceback(tmp_path, args, named):
+@flagsaver.flagsaver
+def test_bad_input_is_one_error_line(tmp_path, capsys, args, named):
+    """The train command in this process: an exit with one `error:` line, no exception."""
+    flags_lib.FLAGS.unparse_flags()
+    argv = ["train", f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path}/run",
+            "--export_dir=", *args]
+    with mock.patch.object(sys, "argv", argv), pytest.raises(SystemExit) as exited:
+        flags_lib.run_main(train.main, train.ERRORS)
+    stderr = capsys.readouterr().err
+    assert exited.value.code in (1, 2)
+    errors = _error_lines(stderr)
+    assert len(errors) == 1 and named in errors[0], stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_error_line_without_traceback_end_to_end(tmp_path):
+    """One case through a real process: TensorFlow started, the data source failed."""
     result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path}/run",
-                    "--export_dir=", *args)
-    assert result.returncode != 0
+                    "--export_dir=", "--dataset=folder", "--data_dir=/no/such/dir")
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = _error_lines(result.stderr)
-    assert len(errors) == 1 and named in errors[0], result.stderr[-2000:]
+    assert len(errors) == 1 and "/no/such/dir" in errors[0], result.stderr[-2000:]
 
 
 def _latest_state(model_dir):
@@ -115,6 +133,7 @@ def _latest_state(model_dir):
         return None
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stage_then_rerun_resumes(tmp_path):
     model_dir = str(tmp_path / "run")
     epochs = 25

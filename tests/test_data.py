@@ -11,8 +11,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from rae_keras import data, preprocessing
-from rae_keras.config import DataConfig
+from rae_keras import data, preprocessing, testing
+from rae_keras import flags as flags_lib
+from rae_keras.config import ARRAYS, ConfigError, DataConfig
 
 
 # ---------------------------------------------------------------------------
@@ -71,6 +72,41 @@ def _check_images(images, size, channels):
     assert images.dtype == np.float32
     assert images.shape[1:] == (size, size, channels)
     assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+# ---------------------------------------------------------------------------
+# the registry of sources
+
+
+def test_dataset_names_come_from_the_registry():
+    assert flags_lib.FLAGS["dataset"].parser.enum_values == list(data.SOURCES) == [
+        "lfw_subset", "folder", "lfw"]
+    with pytest.raises(ConfigError, match=r"unknown dataset 'bogus'; expected one of"):
+        DataConfig(dataset="bogus").validate()
+    with pytest.raises(ConfigError, match="unknown dataset 'bogus'"):
+        data.load_splits(DataConfig(dataset="bogus"))
+    with pytest.raises(ConfigError, match="--dataset=folder needs --data_dir"):
+        DataConfig(dataset="folder").validate()
+    DataConfig(dataset=ARRAYS).validate()  # data given in Python: no source loads it
+
+
+def test_a_registered_source_is_a_dataset():
+    """Adding a source is one decorated function; validation and load_splits see it."""
+    @data.register_source("blobs")
+    def blobs(config):
+        """Smooth blobs, two per person."""
+        images = testing.smooth_images(20, config.image_size, config.channels)
+        return images, np.array([f"p{i // 2}" for i in range(20)]), []
+
+    try:
+        config = DataConfig(dataset="blobs", image_size=16, test_fraction=0.2)
+        config.validate()
+        splits = data.load_splits(config)
+        _check_images(splits.train.images, 16, 1)
+        assert (len(splits.train), len(splits.test)) == (16, 4)  # 2 of 10 people held out
+        assert set(splits.train.identities).isdisjoint(splits.test.identities)
+    finally:
+        data.SOURCES.unregister("blobs")
 
 
 # ---------------------------------------------------------------------------

@@ -13,41 +13,36 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rae_keras import distribute, runs, training
+from rae_keras import distribute, runs, testing, training
 from rae_keras.config import ConfigError, DistributeConfig
 
-from test_training import _config, _layer_weights, _splits
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(ROOT, "tests")
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-           PYTHONPATH=os.pathsep.join([ROOT, TESTS]))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", PYTHONPATH=ROOT)
 
 # Logical CPU devices can only be made before TensorFlow starts, so the mirrored
 # comparison runs in a fresh interpreter. It prints the largest weight differences.
 MIRRORED_SCRIPT = textwrap.dedent("""
-    import dataclasses, json, pathlib, sys
+    import json, pathlib, sys
     import numpy as np
     from rae_keras import distribute, runs, training
     from rae_keras.config import DistributeConfig
-    from test_training import _config, _layer_weights, _splits, _checkpoint_weights
+    from rae_keras.testing import checkpoint_weights, layer_weights, tiny_config, tiny_splits
 
     mirrored = distribute.make_strategy(DistributeConfig("mirrored", cpu_devices=2))
     single = distribute.make_strategy(DistributeConfig("one_device"))
     assert mirrored.num_replicas_in_sync == 2, mirrored.num_replicas_in_sync
     tmp = pathlib.Path(sys.argv[1])
-    splits = _splits(n_train=32, n_test=8)
+    splits = tiny_splits(n_train=32, n_test=8)
     result = {}
 
     def run(name, scheme, strategy, batch, **kw):
-        config = _config(tmp / name, scheme=scheme, epochs=2, filters=(4, 8))
-        config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, batch_size=batch))
+        config = tiny_config(tmp / name / "run", scheme=scheme, epochs=2, filters=(4, 8),
+                             batch_size=batch)
         run_dir = runs.RunDirectory(config.model_dir, keep_checkpoints=100)
         run_dir.prepare(config)
         ae, state = training.train(config, splits, run_dir, strategy=strategy,
                                    log=lambda s: None, verbose=0, **kw)
-        return config, run_dir, _layer_weights(ae)
+        return config, run_dir, layer_weights(ae)
 
     def max_diff(a, b):
         return max(float(np.max(np.abs(x - y))) for n in a for x, y in zip(a[n], b[n]))
@@ -59,8 +54,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         result[scheme] = {"fit": max_diff(one, two), "custom_loop": max_diff(one, loop)}
         if scheme == "recursive":  # checkpoints 2 and 4: ends of stage 1 and 2
             ends = [p for _, p in run_dir.checkpoints()]
-            s1 = _checkpoint_weights(config, ends[1])
-            s2 = _checkpoint_weights(config, ends[3])
+            s1 = checkpoint_weights(config, ends[1])
+            s2 = checkpoint_weights(config, ends[3])
             result["frozen_identical"] = all(
                 np.array_equal(x, y) for n in ("e1", "d1") for x, y in zip(s1[n], s2[n]))
             result["stage_2_changed"] = not np.array_equal(s1["e2"][0], s2["e2"][0])
@@ -68,6 +63,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], cwd=ROOT,
                             env=ENV, capture_output=True, text=True, timeout=300)
@@ -90,6 +86,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_two_local_processes(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -120,10 +117,8 @@ def test_multi_worker_two_local_processes(tmp_path):
     other = runs.RunDirectory(os.path.join(str(model_dir), "workers", "worker_1"))
     chief_config, chief_model, _ = runs.load_trained(chief.path)
     _, other_model, _ = runs.load_trained(other.path)
-    a, b = _layer_weights(chief_model), _layer_weights(other_model)
-    for name in a:
-        for x, y in zip(a[name], b[name]):
-            np.testing.assert_array_equal(x, y)
+    testing.assert_weights_close(testing.layer_weights(chief_model),
+                                 testing.layer_weights(other_model), atol=0)
     history = json.load(open(chief.history_path))
     assert [len(h["loss"]) for h in history] == [2, 2]
     assert sorted(os.listdir(export_dir)) == ["1"]  # the chief exported, once
@@ -131,14 +126,14 @@ def test_multi_worker_two_local_processes(tmp_path):
 
 
 def test_mixed_precision_stage_trains_and_reconstructs_float32(tmp_path):
-    config = _config(tmp_path, filters=(4, 8), epochs=2)
-    config = replace(config, train=replace(config.train, mixed_precision=True))
+    config = testing.tiny_config(tmp_path / "run", filters=(4, 8), epochs=2,
+                                 mixed_precision=True)
     run = runs.RunDirectory(config.model_dir)
     run.prepare(config)
-    autoencoder, state = training.train(config, _splits(), run, log=lambda s: None, verbose=0)
+    autoencoder, state = training.train(config, testing.tiny_splits(), run, **testing.QUIET)
     assert autoencoder.encoders[0].compute_dtype == "bfloat16"
     assert autoencoder.encoders[0].kernel.dtype == "float32"  # variables stay float32
-    images = _splits().test.images
+    images = testing.tiny_splits().test.images
     reconstruction = autoencoder.full_model()(images)
     assert reconstruction.dtype == tf.float32
     values = np.asarray(reconstruction)
@@ -148,9 +143,9 @@ def test_mixed_precision_stage_trains_and_reconstructs_float32(tmp_path):
 
 
 def test_frozen_prefix_cache_gives_the_same_weights(tmp_path):
-    splits = _splits()
-    plain = _config(tmp_path / "plain", scheme="recursive_finetune", filters=(4, 8, 8))
-    plain = replace(plain, train=replace(plain.train, finetune_epochs=1))
+    splits = testing.tiny_splits()
+    plain = testing.tiny_config(tmp_path / "plain" / "run", scheme="recursive_finetune",
+                                finetune_epochs=1)
     cached = replace(plain, model_dir=str(tmp_path / "cached"),
                      train=replace(plain.train, cache_frozen_prefix=True))
     logs = []
@@ -159,11 +154,9 @@ def test_frozen_prefix_cache_gives_the_same_weights(tmp_path):
         run = runs.RunDirectory(config.model_dir)
         run.prepare(config)
         autoencoder, _ = training.train(config, splits, run, log=logs.append, verbose=0)
-        results.append(_layer_weights(autoencoder))
+        results.append(testing.layer_weights(autoencoder))
     assert any("(h2 cached)" in line for line in logs)
-    for name in results[0]:
-        for x, y in zip(results[0][name], results[1][name]):
-            np.testing.assert_allclose(x, y, atol=1e-5)
+    testing.assert_weights_close(results[1], results[0], atol=1e-5)
 
 
 def test_strategy_selection():

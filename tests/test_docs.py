@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,6 +24,7 @@ def readme_python_section() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_python_section_runs_verbatim(tmp_path):
     code = readme_python_section()
     assert "rae_keras.fit(" in code and "rae_keras.load(" in code
@@ -34,6 +37,7 @@ def test_readme_python_section_runs_verbatim(tmp_path):
     assert "'stage_3'" in result.stdout
 
 
+@pytest.mark.slow
 def test_custom_layers_example_trains_every_stage(tmp_path):
     result = _run(os.path.join(ROOT, "docs", "custom_layers.py"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

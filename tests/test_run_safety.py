@@ -99,6 +99,7 @@ def test_overwrite_deletes_rae_keras_files_and_keeps_foreign_ones(tiny_run_confi
     assert runs.RunDirectory(run_dir).load_config().train.epochs == 3
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_foreign_folder_with_overwrite_in_one_line(tmp_path):
     folder = tmp_path / "thesis"
     (folder / "src").mkdir(parents=True)

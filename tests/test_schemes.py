@@ -1,35 +1,69 @@
-"""The interleaved, fine-tune and joint schemes (the first two in test_training.py)."""
+"""Schemes: every registered one meets the contract (`rae_keras.testing.check_scheme`),
+the registry is the one list of names, and each scheme's own maths by hand."""
+
+import os
+import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from dataclasses import replace
 
-from rae_keras import objectives, schemes
-from rae_keras.models import ConvAutoencoder
-from rae_keras.config import ModelConfig, TrainConfig
-from rae_keras.objectives import ReconstructionTrainer
+from rae_keras import flags as flags_lib
+from rae_keras import objectives, schemes, testing
+from rae_keras.config import ConfigError, TrainConfig
+from rae_keras.objectives import InterleavedTrainer, ReconstructionTrainer
 
-from test_training import (_Killed, _config, _initial_weights, _kill_after_checkpoints,
-                           _layer_weights, _splits, _train)
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
 def _sgd():
     return keras.optimizers.SGD(0.5)
 
 
-def _twin_autoencoders(filters=(4, 8)):
-    """Two autoencoders with identical initial weights."""
-    a = ConvAutoencoder.from_model_config(ModelConfig(filters=filters), (16, 16, 1))
-    b = ConvAutoencoder.from_model_config(ModelConfig(filters=filters), (16, 16, 1))
-    b.full_model().set_weights(a.full_model().get_weights())
-    return a, b
+@pytest.mark.parametrize("scheme", schemes.SCHEMES)
+def test_every_registered_scheme_meets_the_contract(scheme):
+    testing.check_scheme(scheme)
+
+
+@pytest.mark.parametrize("scheme", schemes.SCHEMES)
+def test_every_phase_trainer_implements_the_trainer_contract(scheme):
+    autoencoder = testing.tiny_autoencoder()
+    for phase in schemes.phases_for(autoencoder, TrainConfig(scheme=scheme)):
+        testing.check_trainer(phase.build_trainer(_sgd), testing.smooth_images(4))
+
+
+def test_the_contract_catches_a_trainer_that_ignores_freezing():
+    @schemes.register_scheme("leaky")
+    def leaky(autoencoder, config):
+        """Declares stage 2 alone trainable; its trainer updates every variable anyway."""
+        variables = [v for layer in autoencoder.stage_leaf_layers()
+                     for v in layer.trainable_weights]  # taken before freezing
+        phase = schemes.recursive(autoencoder, config)[1]
+        phase.make_trainer = lambda: InterleavedTrainer(
+            [None], [objectives.full_objective(autoencoder)], [variables])
+        return [phase]
+
+    try:
+        with pytest.raises(AssertionError, match="changed frozen e1"):
+            testing.check_scheme("leaky", normalization="none")
+    finally:
+        schemes.SCHEMES.unregister("leaky")
+
+
+def test_scheme_names_come_from_the_registry():
+    assert flags_lib.FLAGS["scheme"].parser.enum_values == list(schemes.SCHEMES)
+    with pytest.raises(ConfigError, match=r"unknown scheme 'bogus'; expected one of \('stacked'"):
+        TrainConfig(scheme="bogus").validate()
+    with pytest.raises(ValueError, match="already registered"):
+        schemes.register_scheme("recursive")(schemes.stacked)
+    documented = re.findall(r"^\| `(\w+)` \|", open(README).read(), re.M)
+    assert set(schemes.SCHEMES) <= set(documented), "README's scheme table misses a scheme"
 
 
 def test_interleaved_step_is_stage_steps_in_turn():
-    images = _splits().train.images[:16]
-    a, b = _twin_autoencoders()
+    images = testing.smooth_images(16)
+    a, b = testing.tiny_autoencoder(seed=0), testing.tiny_autoencoder(seed=0)
     phase = schemes.recursive_interleaved(a, TrainConfig(epochs=1))[0]
     trainer = phase.build_trainer(_sgd)
     trainer.replica_train_step(tf.constant(images))
@@ -42,62 +76,27 @@ def test_interleaved_step_is_stage_steps_in_turn():
         stage.optimizer_variables()
         stage.replica_train_step(tf.constant(images))
     b.set_trainable(None)
-    got, expected = _layer_weights(a), _layer_weights(b)
-    for name in expected:
-        for x, y in zip(got[name], expected[name]):
-            np.testing.assert_allclose(x, y, atol=1e-6, err_msg=name)
+    testing.assert_weights_close(testing.layer_weights(a), testing.layer_weights(b))
     assert [int(o.iterations.numpy()) for o in trainer.stage_optimizers] == [1, 1]
 
 
 def test_interleaved_stage_optimizers_own_only_their_pair():
-    autoencoder = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8, 8), normalization="batch"), (16, 16, 1))
+    autoencoder = testing.tiny_autoencoder(filters=(4, 8, 8), normalization="batch")
     trainer = schemes.recursive_interleaved(autoencoder, TrainConfig())[0].build_trainer(_sgd)
     for k, variables in enumerate(trainer.stage_variables, start=1):
         own = {id(v) for l in autoencoder.stage_layers(k) for v in l.trainable_weights}
         assert {id(v) for v in variables} == own
 
 
-@pytest.mark.parametrize("scheme", ["recursive_interleaved", "recursive_finetune", "joint"])
-def test_scheme_trains_every_layer_and_leaves_all_trainable(tmp_path, scheme):
-    config = _config(tmp_path, scheme=scheme, filters=(4, 8))
-    config = replace(config, train=replace(config.train, finetune_epochs=1))
-    _, autoencoder, state = _train(config)
-    before, after = _initial_weights(config), _layer_weights(autoencoder)
-    for name in before:
-        assert all(not np.array_equal(x, y) for x, y in zip(before[name], after[name])), name
-    assert all(layer.trainable for layer in autoencoder.stage_leaf_layers())
-    expected_phases = {"recursive_interleaved": ["interleaved"], "joint": ["joint"],
-                       "recursive_finetune": ["stage_1", "stage_2", "finetune"]}[scheme]
-    assert [h["phase"] for h in state.history] == expected_phases
-
-
 def test_finetune_zero_epochs_is_plain_recursive(tmp_path):
-    autoencoder = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8)), (16, 16, 1))
+    autoencoder = testing.tiny_autoencoder()
     phases = schemes.recursive_finetune(autoencoder, TrainConfig(finetune_epochs=0))
     assert [p.name for p in phases] == ["stage_1", "stage_2"]
 
 
-def test_resume_interleaved_restores_every_stage_optimizer(tmp_path, monkeypatch):
-    splits = _splits()
-    straight = _config(tmp_path / "a", scheme="recursive_interleaved", epochs=3, filters=(4, 8))
-    _, uninterrupted, _ = _train(straight, splits)
-    config = _config(tmp_path / "b", scheme="recursive_interleaved", epochs=3, filters=(4, 8))
-    with monkeypatch.context() as m:
-        _kill_after_checkpoints(m, 2)
-        with pytest.raises(_Killed):
-            _train(config, splits)
-    _, resumed, state = _train(config, splits)
-    assert len(state.history[0]["loss"]) == 3
-    expected = _layer_weights(uninterrupted)
-    for name, values in _layer_weights(resumed).items():
-        for x, y in zip(values, expected[name]):
-            np.testing.assert_allclose(x, y, atol=1e-6)
-
-
 def test_joint_loss_is_the_sum_over_levels_by_hand():
-    keras.utils.set_random_seed(2)
-    autoencoder = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8)), (16, 16, 1))
-    x = _splits().train.images[:8]
+    autoencoder = testing.tiny_autoencoder(seed=2)
+    x = testing.smooth_images(8)
     e1, e2 = autoencoder.encoders
     d1, d2 = autoencoder.decoders
     h1 = np.asarray(e1(x))
@@ -111,8 +110,8 @@ def test_joint_loss_is_the_sum_over_levels_by_hand():
 
 
 def test_joint_targets_carry_no_gradient():
-    autoencoder = ConvAutoencoder.from_model_config(ModelConfig(filters=(4, 8)), (16, 16, 1))
-    x = tf.constant(_splits().train.images[:8])
+    autoencoder = testing.tiny_autoencoder()
+    x = tf.constant(testing.smooth_images(8))
     e1, e2 = autoencoder.encoders
     d2 = autoencoder.decoders[1]
     trainer = ReconstructionTrainer(objectives.joint_objective(autoencoder), (0.0, 1.0))  # level 1 only

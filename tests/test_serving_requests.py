@@ -165,6 +165,7 @@ SESSION_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_session_by_tensor_name_refuses_bad_shapes_without_aborting(export, tmp_path):
     script = tmp_path / "session.py"
     script.write_text(SESSION_SCRIPT)

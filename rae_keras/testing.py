@@ -1,0 +1,245 @@
+"""Shared test helpers and the contract every registered scheme meets.
+
+Tiny smooth images and configurations (every check runs in seconds on a CPU), a
+`train` helper over a run directory, weight snapshots, a stand-in for a process killed
+after a checkpoint, and `check_scheme`. Plain asserts and no pytest, so the scripts
+that tests run in subprocesses import it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import keras
+import numpy as np
+
+from rae_keras import data as data_lib
+from rae_keras import objectives, runs, schemes, training
+from rae_keras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rae_keras.models import ConvAutoencoder, StagedAutoencoder
+
+SIZE = 16  # side of every tiny image
+Weights = Dict[str, List[np.ndarray]]  # {innermost layer name: its weight arrays}
+QUIET = dict(log=lambda line: None, verbose=0)
+
+
+# --------------------------------------------------------------------------- data
+def smooth_images(n: int, size: int = SIZE, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """n float32 [size, size, channels] Gaussian blobs in [0, 1]: they train more like
+    faces than white noise does."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-1, 1, size, dtype=np.float32)
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    images = []
+    for _ in range(n):
+        cx, cy, s = rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(0.2, 0.6)
+        images.append(np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / s)[..., None])
+    return np.repeat(np.stack(images), channels, axis=-1).astype(np.float32)
+
+
+def tiny_splits(n_train: int = 48, n_test: int = 8, size: int = SIZE,
+                seed: int = 0) -> data_lib.DataSplits:
+    """Smooth images as a data set's splits, one identity per image."""
+    images = smooth_images(n_train + n_test, size, seed=seed)
+    ids = np.array([f"p{i}" for i in range(len(images))])
+    return data_lib.DataSplits(train=data_lib.Split(images[:n_train], ids[:n_train]),
+                               test=data_lib.Split(images[n_train:], ids[n_train:]),
+                               skipped=())
+
+
+# --------------------------------------------------------------------------- models, runs
+def tiny_autoencoder(filters: Sequence[int] = (4, 8), normalization: str = "none",
+                     seed: Optional[int] = None, size: int = SIZE) -> ConvAutoencoder:
+    """A gray size x size ConvAutoencoder; with `seed`, the same initial weights every time."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    return ConvAutoencoder.from_model_config(
+        ModelConfig(filters=tuple(filters), normalization=normalization), (size, size, 1))
+
+
+def tiny_config(model_dir, scheme: str = "recursive", epochs: int = 1,
+                normalization: str = "none", filters: Sequence[int] = (4, 8, 8),
+                **train) -> RunConfig:
+    """A validated run of a tiny network on 16x16 gray images (batch 16, learning rate
+    3e-3); `train` overrides other TrainConfig fields."""
+    train = {"batch_size": 16, "learning_rate": 3e-3, "summary_images": 4, **train}
+    return RunConfig(
+        name="t", model_dir=str(model_dir), data=DataConfig(image_size=SIZE, channels=1),
+        model=ModelConfig(filters=tuple(filters), normalization=normalization),
+        train=TrainConfig(scheme=scheme, epochs=epochs, **train),
+    ).validate()
+
+
+def train(config: RunConfig, splits: Optional[data_lib.DataSplits] = None, keep: int = 100):
+    """(run, autoencoder, state) of `config` trained on `splits` (default `tiny_splits()`)
+    in its run directory, which is closed (unlocked) again when this returns."""
+    with runs.RunDirectory(config.model_dir, keep_checkpoints=keep) as run:
+        run.prepare(config)
+        autoencoder, state = training.train(config, splits or tiny_splits(), run, **QUIET)
+    return run, autoencoder, state
+
+
+# --------------------------------------------------------------------------- weights
+def layer_weights(autoencoder: StagedAutoencoder) -> Weights:
+    """A copy of every innermost layer's weights, trainable or not (BatchNormalization's
+    moving statistics included)."""
+    return {layer.name: [np.array(keras.ops.convert_to_numpy(v)) for v in layer.weights]
+            for layer in autoencoder.stage_leaf_layers()}
+
+
+def initial_weights(config: RunConfig) -> Weights:
+    """The weights `train(config)` starts from: it seeds, then builds the autoencoder."""
+    keras.utils.set_random_seed(config.train.seed)
+    return layer_weights(ConvAutoencoder.from_model_config(config.model,
+                                                           runs.image_shape_of(config)))
+
+
+def checkpoint_weights(config: RunConfig, checkpoint: str) -> Weights:
+    autoencoder = ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config))
+    autoencoder.full_model().load_weights(os.path.join(checkpoint, "model.weights.h5"))
+    return layer_weights(autoencoder)
+
+
+def identical(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def all_changed(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> bool:
+    """Every weight array differs (in at least one element)."""
+    return len(a) == len(b) and all(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def assert_weights_close(got: Weights, want: Weights, atol: float = 1e-6) -> None:
+    assert got.keys() == want.keys(), (sorted(got), sorted(want))
+    for name in want:
+        assert len(got[name]) == len(want[name]), name
+        for x, y in zip(got[name], want[name]):
+            np.testing.assert_allclose(x, y, atol=atol, err_msg=name)
+
+
+# --------------------------------------------------------------------------- kills
+class Killed(Exception):
+    """Stands in for the process dying right after a checkpoint was written."""
+
+
+@contextlib.contextmanager
+def kill_after_checkpoints(count: int) -> Iterator[List[str]]:
+    """Within the block, raises `Killed` right after the count-th checkpoint is written
+    (a complete one, as after a SIGKILL at that moment); yields the paths written."""
+    real = runs.RunDirectory.save_checkpoint
+    written: List[str] = []
+
+    def save_then_maybe_die(self, *args, **kwargs):
+        path = real(self, *args, **kwargs)
+        written.append(path)
+        if len(written) == count:
+            raise Killed(path)
+        return path
+
+    runs.RunDirectory.save_checkpoint = save_then_maybe_die
+    try:
+        yield written
+    finally:
+        runs.RunDirectory.save_checkpoint = real
+
+
+# --------------------------------------------------------------------------- contracts
+def check_trainer(trainer: objectives.Trainer, images: np.ndarray) -> None:
+    """A phase's trainer, as `Phase.build_trainer` returns it, implements every method of
+    the `objectives.Trainer` contract and gives one finite loss per example."""
+    assert isinstance(trainer, objectives.Trainer), type(trainer)
+    for method in ("compile_fresh", "per_example_loss_for", "replica_train_step",
+                   "optimizer_variables"):
+        assert getattr(type(trainer), method) is not getattr(objectives.Trainer, method), \
+            f"{type(trainer).__name__} does not implement {method}"
+    assert trainer.compiled and trainer.optimizer_variables()
+    losses = np.asarray(trainer.per_example_loss_for(images))
+    assert losses.shape == (len(images),) and np.isfinite(losses).all(), losses
+
+
+class PhaseWeights(keras.callbacks.Callback):
+    """Snapshots the autoencoder's weights when each phase begins and when it ends."""
+
+    def __init__(self, autoencoder: StagedAutoencoder):
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.names: List[str] = []
+        self.before: List[Weights] = []
+        self.after: List[Weights] = []
+
+    def on_phase_begin(self, name: str, index: int) -> None:
+        self.names.append(name)
+        self.before.append(layer_weights(self.autoencoder))
+
+    def on_train_end(self, logs=None) -> None:
+        self.after.append(layer_weights(self.autoencoder))
+
+
+def check_scheme(name: str, *, normalization: str = "batch", **train) -> None:
+    """The contract of a registered scheme, on a tiny 2-stage ConvAutoencoder (with
+    BatchNormalization by default: frozen layers must keep their moving statistics):
+
+    - each phase changes every weight of exactly the layers it declares trainable
+      (`Phase.trainable`; None: all), every other weight stays bit-identical, and
+      nothing changes between phases: the trainer is compiled after `trainable` is set;
+    - no layer is left frozen at the end;
+    - every loss is finite;
+    - a run killed mid-phase and resumed (into a model with other initial weights)
+      ends with the losses and weights of an uninterrupted one.
+
+    `train` overrides TrainConfig fields; each phase trains 2 epochs unless it says otherwise.
+    """
+    schemes.SCHEMES.lookup(name)
+    options = {"scheme": name, "epochs": 2, "finetune_epochs": 2, "batch_size": 16,
+               "learning_rate": 3e-3, **train}
+    x, val = smooth_images(48), smooth_images(8, seed=1)
+    model = tiny_autoencoder(normalization=normalization, seed=0)
+    initial = layer_weights(model)
+    phases = schemes.phases_for(model, TrainConfig(**options))
+    watch = PhaseWeights(model)
+    history = training.fit(model, x, validation_data=val, callbacks=[watch], **options, **QUIET)
+
+    assert list(history) == [p.name for p in phases] == watch.names, (list(history), watch.names)
+    for phase, h in history.items():
+        assert len(h["loss"]) == len(h["val_loss"]) > 0, (phase, h)
+        assert all(math.isfinite(v) for v in h["loss"] + h["val_loss"]), (phase, h)
+    leaves = model.stage_leaf_layers()
+    for phase, begin, end, previous_end in zip(phases, watch.before, watch.after,
+                                               [initial] + watch.after):
+        assert all(identical(previous_end[n], begin[n]) for n in begin), \
+            f"{name}: weights changed before {phase.name} began"
+        trains = {id(layer) for layer in (leaves if phase.trainable is None else phase.trainable)}
+        for layer in leaves:
+            if id(layer) in trains:
+                assert all_changed(begin[layer.name], end[layer.name]), \
+                    f"{name}: {phase.name} left (part of) trainable {layer.name} unchanged"
+            else:
+                assert identical(begin[layer.name], end[layer.name]), \
+                    f"{name}: {phase.name} changed frozen {layer.name}"
+    assert all(layer.trainable for layer in leaves), f"{name} left layers frozen"
+    assert all(block.trainable for block in model.encoders + model.decoders)
+
+    epochs = [p.epochs for p in phases]
+    mid = [i for i, e in enumerate(epochs) if e >= 2]  # kill inside the last such phase
+    kill_at = sum(epochs[:mid[-1]]) + 1 if mid else 1
+    with tempfile.TemporaryDirectory() as model_dir:
+        with kill_after_checkpoints(kill_at) as written:
+            try:
+                training.fit(tiny_autoencoder(normalization=normalization, seed=0), x,
+                             validation_data=val, model_dir=model_dir, **options, **QUIET)
+            except Killed:
+                pass
+        assert len(written) == kill_at, (written, kill_at)
+        resumed = tiny_autoencoder(normalization=normalization, seed=7)
+        resumed_history = training.fit(resumed, x, validation_data=val, model_dir=model_dir,
+                                       **options, **QUIET)
+    assert list(resumed_history) == list(history)
+    for phase, h in history.items():
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(resumed_history[phase][key], h[key], rtol=1e-6,
+                                       err_msg=f"{name}: resumed {phase} {key}")
+    assert_weights_close(layer_weights(resumed), layer_weights(model))
