@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-from rae_keras import cli
+from rae_keras import cli, train
 from rae_keras import flags as flags_lib
+from rae_keras.config import RunConfig, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.cfg")
@@ -43,6 +44,7 @@ def test_every_flag_is_in_exactly_one_group():
     assert sorted(grouped) == sorted(set(_project_flags()))
 
 
+@pytest.mark.slow
 def test_help_lists_the_project_flags_by_concern_and_exits_0():
     result = _command("train", "--help", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -96,6 +98,23 @@ def test_captured_native_stderr_is_dropped_unless_the_block_fails(capfd):
     assert "why it failed" in capfd.readouterr().err
 
 
+# ------------------------------------------------------------------ the end of train
+def test_summary_labels_each_phase_loss_by_what_it_measures(tmp_path):
+    config = RunConfig(name="demo", train=TrainConfig(scheme="recursive_finetune"))
+    history = {"stage_1": {"loss": [0.5, 0.01], "val_loss": [0.4, 0.02], "seconds": [2, 1]},
+               "stage_2": {"loss": [0.3], "val_loss": [], "seconds": [1]},
+               "finetune": {"loss": [0.004], "val_loss": [0.005], "seconds": [3]}}
+    text = train.summary(config, str(tmp_path / "run"), history, None, False, 0.005, 10, 2)
+    assert text.startswith("done: demo, recursive_finetune, 4 epochs (7 s of training)")
+    assert "not exported" in text and "python -m rae_keras.export --model_dir=" in text
+    assert "rae_keras.evaluate" not in text  # nothing exported to evaluate
+    assert "final full-depth validation loss: 0.005000" in text
+    assert "stage_1   0.010000 / 0.020000  pixel MSE: x vs d1(e1(x))" in text
+    assert "stage_2   0.300000 / -  activation MSE: h1 vs d2(e2(h1))" in text
+    assert "finetune  0.004000 / 0.005000  pixel MSE of the full model, e1..e2 d2..d1" in text
+    assert "pixel MSE (level 0)" in train.loss_meaning("joint", 3)
+
+
 # ----------------------------------------------------------------- a whole train run
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -107,6 +126,7 @@ def trained(tmp_path_factory):
     return result, model_dir, export_dir
 
 
+@pytest.mark.slow
 def test_train_prints_progress_and_summary_without_tensorflow_noise(trained):
     result, model_dir, export_dir = trained
     assert result.returncode == 0, result.stderr[-3000:]
@@ -144,6 +164,7 @@ def _event_steps(model_dir):
     return steps
 
 
+@pytest.mark.slow
 def test_tensorboard_scalar_and_image_steps_agree(trained):
     result, model_dir, _ = trained
     assert result.returncode == 0, result.stderr[-3000:]
