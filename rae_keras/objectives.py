@@ -5,6 +5,9 @@ Recursive stages need it because their target, h_(k-1), is computed by the
 network itself (through the frozen encoders), not supplied by the data set. Targets
 never receive gradient.
 
+`Trainer` is the contract of every phase's trainer (this one and the interleaved one):
+the training loop, the custom distributed loop and checkpoints use nothing else.
+
 One formula serves `fit` and the custom distributed loop: the per-example loss,
 averaged with `tf.nn.compute_average_loss`, which divides by the *global* batch
 (per-replica batch x replicas in sync). Summed over replicas by the optimizer's

@@ -1,5 +1,5 @@
-"""Training: the recursive stage objective by hand, resume with a cosine schedule, run
-directories, TensorBoard. Every scheme's freezing and resume contract is checked in
+"""Training: the recursive stage objective by hand, shared BatchNormalization and the
+cosine schedule under the scheme contract, run directories, TensorBoard. Every scheme's freezing and resume contract is checked in
 test_schemes.py (`rae_keras.testing.check_scheme`)."""
 
 import dataclasses
@@ -16,14 +16,11 @@ from rae_keras import distribute, objectives, runs, testing
 from rae_keras.objectives import ReconstructionTrainer
 
 
-def test_recursive_contract_holds_with_shared_batch_norm():
-    """One BatchNormalization shared by e_k and d_(k+1): it belongs to stage k, frozen after."""
-    testing.check_scheme("recursive", normalization="shared_batch")
-
-
-def test_recursive_resume_restores_the_cosine_schedule():
-    """The restored optimizer's step count drives the cosine: resume equals uninterrupted."""
-    testing.check_scheme("recursive", normalization="none", learning_rate_schedule="cosine")
+def test_recursive_contract_holds_with_shared_batch_norm_and_cosine_schedule():
+    """One BatchNormalization shared by e_k and d_(k+1) belongs to stage k and is frozen
+    after it; a resumed phase continues the cosine (the restored optimizer's step count)."""
+    testing.check_scheme("recursive", normalization="shared_batch",
+                         learning_rate_schedule="cosine")
 
 
 def test_recursive_stage_loss_targets_previous_activation():
