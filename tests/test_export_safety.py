@@ -166,6 +166,7 @@ OVERWRITE_WINDOWS = {  # where the kill hits -> which version 1 the repair must 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", OVERWRITE_WINDOWS)
 def test_kill_during_overwrite_then_next_export_repairs(tmp_path, window):
     base, config = str(tmp_path / "m"), _config()
