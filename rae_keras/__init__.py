@@ -20,10 +20,11 @@ from rae_keras.exports import LoadError, load  # noqa: E402
 from rae_keras.inputs import InputError  # noqa: E402
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder  # noqa: E402
 from rae_keras.runs import RunDirError  # noqa: E402
+from rae_keras.schemes import SCHEMES  # noqa: E402  (the registry: names of every scheme)
 from rae_keras.serving import ExportError, export_model  # noqa: E402
 from rae_keras.training import TrainingDiverged, fit  # noqa: E402
 
 __all__ = [
     "ConfigError", "ConvAutoencoder", "ExportError", "InputError", "LoadError", "RunDirError",
-    "StagedAutoencoder", "TrainingDiverged", "export_model", "fit", "load",
+    "SCHEMES", "StagedAutoencoder", "TrainingDiverged", "export_model", "fit", "load",
 ]
