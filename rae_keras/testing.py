@@ -147,6 +147,49 @@ def kill_after_checkpoints(count: int) -> Iterator[List[str]]:
         runs.RunDirectory.save_checkpoint = real
 
 
+# --------------------------------------------------------------------------- user models
+@keras.saving.register_keras_serializable(package="rae_keras.testing")
+class ResidualDown(keras.layers.Layer):
+    """A user's custom block: a stride-2 conv plus a strided 1x1 shortcut."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")
+        self.skip = keras.layers.Conv2D(filters, 1, strides=2, padding="same")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.skip.build(input_shape)
+
+    def call(self, x):
+        return self.conv(x) + self.skip(x)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+def dense_stack() -> StagedAutoencoder:
+    """Two stages of Dense layers on 12-vectors."""
+    return StagedAutoencoder(
+        encoders=[keras.layers.Dense(8, activation="relu", name="enc1"),
+                  keras.layers.Dense(4, name="enc2")],
+        decoders=[keras.layers.Dense(12, activation="sigmoid", name="dec1"),
+                  keras.layers.Dense(8, activation="relu", name="dec2")],
+        input_shape=(12,))
+
+
+def residual_stack(size: int = 8) -> StagedAutoencoder:
+    """Two stages of `ResidualDown` blocks, mirrored by transposed convolutions."""
+    return StagedAutoencoder(
+        encoders=[ResidualDown(4, name="res1"), ResidualDown(8, name="res2")],
+        decoders=[keras.Sequential([keras.layers.Conv2DTranspose(1, 3, strides=2,
+                                                                 padding="same"),
+                                    keras.layers.Activation("sigmoid")], name="up1"),
+                  keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up2")],
+        input_shape=(size, size, 1))
+
+
 # --------------------------------------------------------------------------- contracts
 def check_trainer(trainer: objectives.Trainer, images: np.ndarray) -> None:
     """A phase's trainer, as `Phase.build_trainer` returns it, implements every method of

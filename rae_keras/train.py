@@ -36,7 +36,7 @@ def main(argv) -> None:
     model = training.build_model(config, strategy)
     history = training.fit(model, splits.train.images, validation_data=splits.test.images,
                            model_dir=model_dir, overwrite=flags_lib.FLAGS.overwrite,
-                           strategy=strategy, run_config=config, log=_log,
+                           strategy=strategy, run_config=config, log=print,
                            **dataclasses.asdict(config.train))
     if not chief:  # the chief exports and reports
         return
@@ -52,11 +52,6 @@ def main(argv) -> None:
     print(summary(config, model_dir, history, version_dir, earlier,
                   full_depth_loss(model, splits.test.images), len(splits.test.images),
                   model.num_stages))
-
-
-def _log(message: str) -> None:
-    """Training's progress lines; the losses are in the summary at the end, labelled."""
-    print(message.split("; final losses", 1)[0], flush=True)
 
 
 def full_depth_loss(model: StagedAutoencoder, images: np.ndarray,

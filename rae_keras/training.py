@@ -29,6 +29,7 @@ from rae_keras.loops import DistributedLoop
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder, leaf_layers
 from rae_keras.runs import RunDirectory, TrainingState, image_shape_of
 from rae_keras.schemes import Phase, phases_for
+from rae_keras import summaries
 from rae_keras.summaries import PhaseSummaries
 
 History = Dict[str, Dict[str, List[float]]]
@@ -183,7 +184,7 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarra
     steps_per_epoch = (len(train_x) // global_batch if drop_remainder
                        else math.ceil(len(train_x) / global_batch))
     policy = model.dtype_policy.name if model.dtype_policy.name.startswith("mixed") else None
-    writer = tf.summary.create_file_writer(run.logs_dir) if run else None
+    writer = summaries.summary_writer(run.logs_dir, summaries.run_name(run.path)) if run else None
     summary_images = (val_x if len(val_x) >= config.summary_images else train_x
                       )[:config.summary_images] if model.is_image_model else train_x[:0]
     prefix_cache = _PrefixCache(model, train_x, val_x)
@@ -240,8 +241,7 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarra
         run.save_checkpoint(model, state)
     if writer is not None:
         writer.close()
-    log(f"finished {config.scheme} training: {state.epochs_done} epochs; "
-        f"final losses {_final_losses(state)}")
+    log(f"finished {config.scheme} training: {state.epochs_done} epochs")
     return state
 
 
@@ -332,7 +332,3 @@ class _PrefixCache:
         if not len(x):
             return np.zeros((0,) + self.model.shape_at(self.depth), np.float32)
         return np.asarray(block.predict(x, batch_size=256, verbose=0), np.float32)
-
-
-def _final_losses(state: TrainingState) -> Dict[str, float]:
-    return {h["phase"]: round(h["loss"][-1], 6) for h in state.history if h["loss"]}

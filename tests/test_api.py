@@ -4,7 +4,6 @@ Self-contained on purpose (no imports from other test modules): these are the ca
 notebook makes, on the three kinds of model a user brings.
 """
 
-import os
 
 import keras
 import numpy as np
@@ -12,57 +11,17 @@ import pytest
 import tensorflow as tf
 
 import rae_keras
-from rae_keras import runs
+from rae_keras import runs, testing
 from rae_keras.config import ConfigError
 from rae_keras.inputs import InputError
 
 
 # --------------------------------------------------------------------------- models
-@keras.saving.register_keras_serializable(package="rae_keras_test_api")
-class ResidualBlock(keras.layers.Layer):
-    """A user's custom block: a stride-2 conv plus a strided 1x1 shortcut."""
-
-    def __init__(self, filters, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.conv = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")
-        self.skip = keras.layers.Conv2D(filters, 1, strides=2, padding="same")
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        self.skip.build(input_shape)
-
-    def call(self, x):
-        return self.conv(x) + self.skip(x)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
-
-
 def conv_model():
     return rae_keras.ConvAutoencoder((8, 8, 1), (4, 8))
 
 
-def dense_model():
-    return rae_keras.StagedAutoencoder(
-        encoders=[keras.layers.Dense(8, activation="relu", name="enc1"),
-                  keras.layers.Dense(4, name="enc2")],
-        decoders=[keras.layers.Dense(12, activation="sigmoid", name="dec1"),
-                  keras.layers.Dense(8, activation="relu", name="dec2")],
-        input_shape=(12,))
-
-
-def residual_model(size=8):
-    return rae_keras.StagedAutoencoder(
-        encoders=[ResidualBlock(4, name="res1"), ResidualBlock(8, name="res2")],
-        decoders=[keras.Sequential([keras.layers.Conv2DTranspose(1, 3, strides=2,
-                                                                 padding="same"),
-                                    keras.layers.Activation("sigmoid")], name="up1"),
-                  keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up2")],
-        input_shape=(size, size, 1))
-
-
-MODELS = {"conv": conv_model, "dense": dense_model, "residual": residual_model}
+MODELS = {"conv": conv_model, "dense": testing.dense_stack, "residual": testing.residual_stack}
 QUIET = dict(log=lambda line: None, verbose=0)
 
 
@@ -182,31 +141,12 @@ def _values(weights):
 
 
 # --------------------------------------------------------------------------- 2. resume
-class Killed(Exception):
-    """Stands in for the process dying right after a checkpoint was written."""
-
-
-def kill_after_checkpoints(monkeypatch, count):
-    real = runs.RunDirectory.save_checkpoint
-    written = []
-
-    def save_then_maybe_die(self, *args, **kwargs):
-        path = real(self, *args, **kwargs)
-        written.append(path)
-        if len(written) == count:
-            raise Killed(path)
-        return path
-
-    monkeypatch.setattr(runs.RunDirectory, "save_checkpoint", save_then_maybe_die)
-    return written
-
-
 def losses(history):
     return {phase: (h["loss"], h["val_loss"]) for phase, h in history.items()}
 
 
 @pytest.mark.parametrize("kind, killed_after", [("conv", 3), ("residual", 5)])
-def test_fit_resumed_equals_uninterrupted(tmp_path, monkeypatch, kind, killed_after):
+def test_fit_resumed_equals_uninterrupted(tmp_path, kind, killed_after):
     """recursive_finetune, 2 epochs per phase: checkpoint 3 is mid stage 2, 5 mid finetune."""
     x = data(build(kind), n=24)
     val = data(build(kind), n=8, seed=1)
@@ -216,9 +156,8 @@ def test_fit_resumed_equals_uninterrupted(tmp_path, monkeypatch, kind, killed_af
     expected_history = rae_keras.fit(straight, x, **options)
 
     model_dir = str(tmp_path / "run")
-    with monkeypatch.context() as m:
-        written = kill_after_checkpoints(m, killed_after)
-        with pytest.raises(Killed):
+    with testing.kill_after_checkpoints(killed_after) as written:
+        with pytest.raises(testing.Killed):
             rae_keras.fit(build(kind), x, model_dir=model_dir, **options)
     assert len(written) == killed_after
     fresh = build(kind, seed=7)  # other initial weights: everything must come from the run

@@ -5,55 +5,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rae_keras import testing
 from rae_keras.inputs import InputError, as_array, fingerprint
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder
-
-
-@keras.saving.register_keras_serializable(package="rae_keras_tests")
-class ResidualDown(keras.layers.Layer):
-    """A custom block: a stride-2 conv plus a pooled shortcut."""
-
-    def __init__(self, filters, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.conv = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")
-        self.skip = keras.layers.Conv2D(filters, 1, strides=2, padding="same")
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        self.skip.build(input_shape)
-
-    def call(self, x):
-        return self.conv(x) + self.skip(x)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
-
-
-def dense_stack():
-    return StagedAutoencoder(
-        encoders=[keras.layers.Dense(8, activation="relu", name="enc1"),
-                  keras.layers.Dense(4, name="enc2")],
-        decoders=[keras.layers.Dense(12, activation="sigmoid", name="dec1"),
-                  keras.layers.Dense(8, activation="relu", name="dec2")],
-        input_shape=(12,))
-
-
-def residual_stack():
-    return StagedAutoencoder(
-        encoders=[ResidualDown(4, name="res1"), ResidualDown(8, name="res2")],
-        decoders=[keras.Sequential([keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same"),
-                                    keras.layers.Activation("sigmoid")], name="up1"),
-                  keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up2")],
-        input_shape=(8, 8, 1))
 
 
 MODELS = {
     "conv": lambda: ConvAutoencoder((16, 16, 1), (4, 8, 8)),
     "conv_batch": lambda: ConvAutoencoder((16, 16, 3), (4, 8), normalization="batch"),
     "conv_shared_batch": lambda: ConvAutoencoder((16, 16, 1), (4, 8), normalization="shared_batch"),
-    "dense": dense_stack,
-    "residual": residual_stack,
+    "dense": testing.dense_stack,
+    "residual": testing.residual_stack,
 }
 
 
@@ -113,7 +75,7 @@ def test_set_trainable_freezes_exactly_the_other_stages_shared_norm_owned_by_fir
 
 
 def test_a_custom_block_freezes_as_one_unit():
-    model = residual_stack()
+    model = testing.residual_stack()
     assert [l.name for l in model.stage_layers(2)] == ["res2", "up2"]
     model.set_trainable(model.stage_layers(1))
     assert not model.encoders[1].trainable and not model.encoders[1].conv.trainable

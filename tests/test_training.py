@@ -71,7 +71,8 @@ def test_other_configuration_is_refused_unless_overwrite(tmp_path):
 def test_tensorboard_has_losses_per_stage_and_image_grids(tmp_path):
     run, _, _ = testing.train(testing.tiny_config(tmp_path / "run", filters=(4, 8)))
     tags = set()
-    for event_file in glob.glob(os.path.join(run.logs_dir, "events.out.tfevents.*")):
+    for event_file in glob.glob(os.path.join(run.logs_dir, "**", "events.out.tfevents.*"),
+                                recursive=True):
         for event in tf.compat.v1.train.summary_iterator(event_file):
             tags.update(value.tag for value in event.summary.value)
     assert {"loss/stage_1", "loss/stage_2", "val_loss/stage_2",
