@@ -112,12 +112,9 @@ class DataConfig:
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if not 2 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ConfigError(f"image_size must be in [2, {MAX_IMAGE_SIZE}], got {self.image_size}")
-        if self.max_images < 0:
-            raise ConfigError(f"max_images must be >= 0 (0: all), got {self.max_images}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if self.crop < 0:
-            raise ConfigError(f"crop must be >= 0, got {self.crop}")
+        _at_least("max_images", self.max_images, 0)
+        _at_least("seed", self.seed, 0)
+        _at_least("crop", self.crop, 0)
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
 
@@ -183,30 +180,24 @@ class TrainConfig:
     steps_per_execution: int = 1  # train steps per tf.function call
 
     def validate(self) -> None:
-        if self.steps_per_execution < 1:
-            raise ConfigError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}")
+        _at_least("steps_per_execution", self.steps_per_execution, 1)
         from rae_keras.schemes import SCHEMES  # deferred: schemes.py imports this module
 
         SCHEMES.lookup(self.scheme)
         if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
             raise ConfigError(f"unknown learning_rate_schedule {self.learning_rate_schedule!r}; "
                               f"expected one of {LEARNING_RATE_SCHEDULES}")
-        if self.finetune_epochs < 0:
-            raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        _at_least("finetune_epochs", self.finetune_epochs, 0)
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch_size", self.batch_size, 1)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate}")
         if any(not math.isfinite(w) or w < 0 for w in self.level_weights) or (
                 self.level_weights and not any(self.level_weights)):
             raise ConfigError(f"level_weights must be finite, >= 0 and not all 0, got "
                               f"{list(self.level_weights)}")
-        if self.summary_images < 0:
-            raise ConfigError(f"summary_images must be >= 0, got {self.summary_images}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        _at_least("summary_images", self.summary_images, 0)
+        _at_least("seed", self.seed, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +209,7 @@ class DistributeConfig:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
-        if self.cpu_devices < 0:
-            raise ConfigError(f"cpu_devices must be >= 0, got {self.cpu_devices}")
+        _at_least("cpu_devices", self.cpu_devices, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +288,11 @@ def _check_keras_name(what: str, name: str) -> None:
     except (ValueError, TypeError):
         raise ConfigError(f"unknown {what} {name!r}; give a Keras {what.replace('_', ' ')} "
                           f"name such as {_KERAS_EXAMPLES[what]!r}") from None
+
+
+def _at_least(name: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _per_stage(sizes: Tuple[int, ...], stage: int, name: str, num_stages: int) -> int:
