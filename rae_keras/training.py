@@ -162,8 +162,6 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarra
     `custom_loop` says otherwise.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
     val_x = val_x if val_x is not None else train_x[:0]
     with strategy.scope():
         state = run.restore(model) if run else TrainingState()
@@ -171,7 +169,8 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarra
     if state.finished:
         log(f"{run.path}: training already finished ({state.epochs_done} epochs); not retraining")
         return state
-    if len(train_x) < global_batch:
+    replicas = strategy.num_replicas_in_sync
+    if len(train_x) < config.batch_size * replicas:
         raise inputs.InputError(
             f"{len(train_x)} training samples are fewer than one global batch "
             f"({config.batch_size} x {replicas} replicas)")
@@ -179,70 +178,112 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarra
         log(f"resuming {run.path} at phase {phases[state.phase].name}, epoch {state.epoch}")
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    # Several replicas get equal whole batches: a partial batch could leave one empty.
-    drop_remainder = replicas > 1
-    steps_per_epoch = (len(train_x) // global_batch if drop_remainder
-                       else math.ceil(len(train_x) / global_batch))
-    policy = model.dtype_policy.name if model.dtype_policy.name.startswith("mixed") else None
-    writer = summaries.summary_writer(run.logs_dir, summaries.run_name(run.path)) if run else None
-    summary_images = (val_x if len(val_x) >= config.summary_images else train_x
-                      )[:config.summary_images] if model.is_image_model else train_x[:0]
-    prefix_cache = _PrefixCache(model, train_x, val_x)
-
+    runner = _PhaseRunner(model, config, train_x, val_x, run, state, strategy, list(callbacks),
+                          custom_loop, log, verbose)
     for index, phase in enumerate(phases):
-        if index < state.phase:
-            continue
-        initial_epoch = state.epoch if index == state.phase else 0
-        with strategy.scope():
-            model.set_trainable(phase.trainable)
-        log(describe_phase(model, phase))
-        if initial_epoch >= phase.epochs:
-            continue
-        decay_steps = (phase.epochs * steps_per_epoch
-                       if config.learning_rate_schedule == "cosine" else None)
-        with strategy.scope():
-            trainer = phase.build_trainer(
-                lambda: distribute.make_optimizer(config.learning_rate, policy, decay_steps),
-                config.steps_per_execution)
-            optimizer_variables = trainer.optimizer_variables()
-            if initial_epoch and run and not run.restore_optimizer(optimizer_variables):
-                log(f"warning: no optimizer state for {phase.name}; starting a fresh optimizer")
-        train_inputs, val_inputs = prefix_cache.inputs_for(phase)
-        train_ds = data_lib.epoch_batches(
-            train_inputs, global_batch, seed=config.seed * 1000 + index,
-            first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=drop_remainder)
-        val_ds = (data_lib.make_dataset(val_inputs, global_batch, shuffle=False,
-                                        drop_remainder=drop_remainder)
-                  if len(val_inputs) >= (global_batch if drop_remainder else 1) else None)
-        phase_callbacks = [_EpochEnd(model, run, state, index, phase)]
-        if writer is not None:
-            depth_models = ([model.depth_model(k) for k in range(1, phase.depth + 1)]
-                            if phase.show_depths else [])
-            phase_callbacks.append(PhaseSummaries(
-                writer, phase.name, summary_images, model.depth_model(phase.depth),
-                depth_models, global_epoch_offset=state.epochs_done - initial_epoch))
-        for callback in callbacks:
-            if hasattr(callback, "on_phase_begin"):
-                callback.on_phase_begin(phase.name, index)
-        fit_args = dict(epochs=phase.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                        callbacks=phase_callbacks + list(callbacks), verbose=verbose)
-        if custom_loop or (custom_loop is None and distribute.is_multi_worker(strategy)):
-            DistributedLoop(trainer, strategy, config.steps_per_execution).fit(
-                train_ds, **fit_args)
-        else:
-            trainer.fit(train_ds, shuffle=False, **fit_args)
-        state.phase, state.epoch = index + 1, 0
-
+        if index >= state.phase:
+            runner.train_phase(index, phase, state.epoch if index == state.phase else 0)
+            state.phase, state.epoch = index + 1, 0
     with strategy.scope():
         model.set_trainable(None)
     state.finished = True
     if run:
         run.save_checkpoint(model, state)
-    if writer is not None:
-        writer.close()
+    runner.close()
     log(f"finished {config.scheme} training: {state.epochs_done} epochs")
     return state
+
+
+class _PhaseRunner:
+    """What every phase of one run shares (batches, summaries, the prefix cache), and
+    one phase's work: freeze, build a fresh trainer, restore its optimizer when
+    resuming, then Keras `fit` (or the custom loop) over exactly the remaining epochs."""
+
+    def __init__(self, model, config, train_x, val_x, run, state, strategy, callbacks,
+                 custom_loop, log, verbose):
+        self.model, self.config, self.run, self.state = model, config, run, state
+        self.strategy, self.callbacks, self.log, self.verbose = strategy, callbacks, log, verbose
+        self.custom_loop = custom_loop if custom_loop is not None else \
+            distribute.is_multi_worker(strategy)
+        replicas = strategy.num_replicas_in_sync
+        self.global_batch = config.batch_size * replicas
+        # Several replicas get equal whole batches: a partial batch could leave one empty.
+        self.drop_remainder = replicas > 1
+        self.steps_per_epoch = (len(train_x) // self.global_batch if self.drop_remainder
+                                else math.ceil(len(train_x) / self.global_batch))
+        name = model.dtype_policy.name
+        self.policy = name if name.startswith("mixed") else None
+        self.writer = (summaries.summary_writer(run.logs_dir, summaries.run_name(run.path))
+                       if run else None)
+        shown = val_x if len(val_x) >= config.summary_images else train_x
+        self.summary_images = (shown[:config.summary_images] if model.is_image_model
+                               else train_x[:0])
+        self.prefix_cache = _PrefixCache(model, train_x, val_x)
+
+    def train_phase(self, index: int, phase: Phase, initial_epoch: int) -> None:
+        with self.strategy.scope():
+            self.model.set_trainable(phase.trainable)
+        self.log(describe_phase(self.model, phase))
+        if initial_epoch >= phase.epochs:
+            return
+        trainer = self._trainer(phase, initial_epoch)
+        train_ds, val_ds = self._datasets(index, phase, initial_epoch)
+        for callback in self.callbacks:
+            if hasattr(callback, "on_phase_begin"):
+                callback.on_phase_begin(phase.name, index)
+        fit_args = dict(epochs=phase.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=self.steps_per_epoch, validation_data=val_ds,
+                        callbacks=self._callbacks(index, phase, initial_epoch),
+                        verbose=self.verbose)
+        if self.custom_loop:
+            DistributedLoop(trainer, self.strategy, self.config.steps_per_execution).fit(
+                train_ds, **fit_args)
+        else:
+            trainer.fit(train_ds, shuffle=False, **fit_args)
+
+    def _trainer(self, phase: Phase, initial_epoch: int) -> keras.Model:
+        """A trainer compiled after `trainable` was set, with a fresh optimizer (its
+        state restored from the checkpoint when the phase is resumed)."""
+        config = self.config
+        decay_steps = (phase.epochs * self.steps_per_epoch
+                       if config.learning_rate_schedule == "cosine" else None)
+        with self.strategy.scope():
+            trainer = phase.build_trainer(
+                lambda: distribute.make_optimizer(config.learning_rate, self.policy,
+                                                  decay_steps),
+                config.steps_per_execution)
+            variables = trainer.optimizer_variables()
+            if initial_epoch and self.run and not self.run.restore_optimizer(variables):
+                self.log(f"warning: no optimizer state for {phase.name}; starting a fresh "
+                         "optimizer")
+        return trainer
+
+    def _datasets(self, index: int, phase: Phase, initial_epoch: int):
+        """The batches of the remaining epochs (each epoch's order a function of the
+        seed, phase and epoch alone: a resumed run sees the same ones) and validation."""
+        train_inputs, val_inputs = self.prefix_cache.inputs_for(phase)
+        train_ds = data_lib.epoch_batches(
+            train_inputs, self.global_batch, seed=self.config.seed * 1000 + index,
+            first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=self.drop_remainder)
+        enough = len(val_inputs) >= (self.global_batch if self.drop_remainder else 1)
+        val_ds = (data_lib.make_dataset(val_inputs, self.global_batch, shuffle=False,
+                                        drop_remainder=self.drop_remainder)
+                  if enough else None)
+        return train_ds, val_ds
+
+    def _callbacks(self, index: int, phase: Phase, initial_epoch: int) -> list:
+        own = [_EpochEnd(self.model, self.run, self.state, index, phase)]
+        if self.writer is not None:
+            depths = (range(1, phase.depth + 1) if phase.show_depths else ())
+            own.append(PhaseSummaries(
+                self.writer, phase.name, self.summary_images,
+                self.model.depth_model(phase.depth), [self.model.depth_model(k) for k in depths],
+                global_epoch_offset=self.state.epochs_done - initial_epoch))
+        return own + self.callbacks
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class _EpochEnd(keras.callbacks.Callback):
