@@ -65,6 +65,7 @@ def _cli(*args, timeout=120):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_end_to_end(exports, tmp_path):
     out = tmp_path / "report"
     models = f"{exports['rec_seed0']},{exports['rec_seed1']},{exports['stk']}"
@@ -87,6 +88,7 @@ def test_cli_end_to_end(exports, tmp_path):
     assert "| rec | full |" in result.stdout  # the table is printed too
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_errors_are_one_line(exports, tmp_path):
     result = _cli(f"--models={exports['rec_seed0']},{exports['wide32']}",
                   f"--output_dir={tmp_path}")
@@ -274,6 +276,7 @@ def test_python_evaluation_returns_the_numbers_and_writes_nothing(exports, evalu
     assert math.isfinite(stk["results"]["depth_1"]["ssim"]["mean"])
 
 
+@pytest.mark.slow  # a subprocess
 def test_library_modules_register_no_flags():
     code = ("import rae_keras.evaluation, rae_keras.report, rae_keras.figures, "
             "rae_keras.metrics, rae_keras.exports; from absl import flags; "

@@ -277,6 +277,7 @@ PLAIN_TF_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a subprocess
 def test_loads_with_plain_tensorflow(rgb, tmp_path):
     script = tmp_path / "plain_tf.py"
     script.write_text(PLAIN_TF_SCRIPT)
