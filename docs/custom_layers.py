@@ -6,6 +6,8 @@ trains stage k on reproducing the block's input while the earlier blocks stay fr
 The test suite runs this file as written.
 """
 
+import os
+
 import keras
 import numpy as np
 from skimage.data import lfw_subset
@@ -62,10 +64,11 @@ def main():
         mse = float(np.mean((model.reconstruct(test, depth=depth) - test) ** 2))
         print(f"depth {depth}: test MSE {mse:.4f}")
 
-    model.save("custom_layers.keras")  # the custom block is registered: no custom_objects
-    again = keras.models.load_model("custom_layers.keras")
+    os.makedirs("runs", exist_ok=True)
+    model.save("runs/custom_layers.keras")  # the block is registered: no custom_objects
+    again = keras.models.load_model("runs/custom_layers.keras")
     assert np.allclose(again.predict(test, verbose=0), model.predict(test, verbose=0))
-    print("saved and reloaded custom_layers.keras: same reconstructions")
+    print("saved and reloaded runs/custom_layers.keras: same reconstructions")
 
 
 if __name__ == "__main__":
