@@ -121,12 +121,11 @@ def verify(path: str) -> Tuple[TrainingState, Optional[dict]]:
 
 
 def load_weights(autoencoder: StagedAutoencoder, path: str) -> None:
-    model = autoencoder.full_model()
     try:
-        model.load_weights(os.path.join(path, WEIGHTS))
+        autoencoder.full_model().load_weights(os.path.join(path, WEIGHTS))
     except Exception as e:  # h5py and Keras raise many kinds for a damaged file
         raise Unusable(f"{WEIGHTS} does not load ({one_line(e)})") from None
-    if not all(np.isfinite(w).all() for w in model.get_weights()):
+    if autoencoder.first_non_finite_weight():
         raise Unusable(f"{WEIGHTS} holds non-finite weights")
 
 

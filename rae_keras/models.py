@@ -142,6 +142,14 @@ class StagedAutoencoder(keras.Model):
         return hashlib.sha256(json.dumps([list(self.sample_shape), structure], sort_keys=True,
                                          default=str).encode()).hexdigest()
 
+    def first_non_finite_weight(self) -> Optional[str]:
+        """The path of the first weight holding NaN or infinity; None if all are finite
+        (training stops, checkpoints are refused and exports refuse on it)."""
+        for variable in self.weights:
+            if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
+                return variable.path
+        return None
+
     # ------------------------------------------------------------------- paths
     def encode_path(self, h, from_depth: int, to_depth: int):
         """h_from -> h_to through encoders from+1 .. to (symbolic or eager tensors)."""

@@ -416,12 +416,12 @@ def load_trained(model_dir: str, *, log: Optional[Callable[[str], None]] = None
     config = run.load_config()
     if run.latest_checkpoint() is None:
         raise RunDirError(f"{run.path} has no checkpoint yet; train it first")
-    model = build_model(config)
+    model = _untrained_model(config)
     state = run.restore(model)
     return config, model, state
 
 
-def build_model(config: RunConfig) -> StagedAutoencoder:
+def _untrained_model(config: RunConfig) -> StagedAutoencoder:
     """The untrained model a run trains: the Keras config `fit` recorded, or the
     command line's ConvAutoencoder."""
     if config.keras_model:

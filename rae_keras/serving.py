@@ -82,13 +82,6 @@ def latest_export_of(autoencoder: StagedAutoencoder, export_base: str) -> Option
     return os.path.abspath(version_dir(export_base, version))
 
 
-def _first_non_finite(autoencoder: StagedAutoencoder) -> Optional[str]:
-    for variable in autoencoder.full_model().weights:
-        if not np.isfinite(keras.ops.convert_to_numpy(variable)).all():
-            return variable.path
-    return None
-
-
 def rae_config(autoencoder: StagedAutoencoder, config: RunConfig, version: int, *,
                max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
     """What assets.extra/rae_config.json holds: enough to use the export without the run."""
@@ -227,7 +220,7 @@ def export_model(autoencoder: StagedAutoencoder, export_base: str,
         raise ExportError(
             f"model input {autoencoder.image_shape} does not match the config's "
             f"image_size/channels {expected}; the bytes signature would preprocess wrongly")
-    non_finite = _first_non_finite(autoencoder)
+    non_finite = autoencoder.first_non_finite_weight()
     if non_finite:
         raise ExportError(f"refusing to export non-finite weights: {non_finite} holds NaN "
                           "or infinity")

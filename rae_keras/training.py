@@ -315,8 +315,8 @@ class _EpochEnd(keras.callbacks.Callback):
     def _refuse_non_finite(self, epoch: int, logs: Dict[str, float]) -> None:
         bad = [f"{key} {float(value)}" for key, value in logs.items()
                if key in ("loss", "val_loss") and not math.isfinite(float(value))]
-        bad += [f"weight {v.path}" for v in self.autoencoder.weights
-                if not np.isfinite(keras.ops.convert_to_numpy(v)).all()][:1]
+        weight = self.autoencoder.first_non_finite_weight()
+        bad += [f"weight {weight}"] if weight else []
         if not bad:
             return
         kept = self.run.latest_checkpoint() if self.run else None
