@@ -167,8 +167,9 @@ class ModelConfig:
 class TrainConfig:
     scheme: str = "recursive"
     epochs: int = 1  # per stage for recursive schemes
-    finetune_epochs: int = 3  # recursive_finetune: end-to-end epochs after the stages
-    level_weights: Tuple[float, ...] = ()  # joint: weight of levels 0..N-1 (empty: all 1)
+    finetune_epochs: int = 3  # recursive_finetune/_depths: epochs after the stages
+    # joint: weights of levels 0..N-1; recursive_depths: of depths 1..N (empty: all 1)
+    level_weights: Tuple[float, ...] = ()
     batch_size: int = 32
     learning_rate: float = 1e-3
     # cosine: every phase (fresh optimizer) decays from learning_rate to 0 over its steps

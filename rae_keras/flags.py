@@ -23,10 +23,11 @@ flags.DEFINE_string("name", "run", "Run name; default model_dir runs/NAME, expor
 flags.DEFINE_enum("scheme", "recursive", schemes.SCHEMES.names, schemes.SCHEMES.describe())
 flags.DEFINE_integer("epochs", 1, "Epochs; per stage for recursive schemes.")
 flags.DEFINE_integer("finetune_epochs", 3,
-                     "recursive_finetune: end-to-end epochs after the recursive stages.")
+                     "recursive_finetune, recursive_depths: epochs of the whole model "
+                     "after the recursive stages.")
 flags.DEFINE_list("level_weights", [],
-                  "joint: loss weight of each level 0..N-1 (level 0 = the image); "
-                  "empty = all 1.")
+                  "N loss weights: joint's levels 0..N-1 (level 0 = the image), "
+                  "recursive_depths' depths 1..N; empty = all 1.")
 flags.DEFINE_integer("batch_size", 32,
                      "Batch size per replica; the global batch is this times the replicas.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (a new optimizer per stage).")

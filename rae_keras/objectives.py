@@ -83,6 +83,22 @@ def joint_objective(model) -> keras.Model:
     return model.objective("joint_objective", build)
 
 
+def depth_objective(model) -> keras.Model:
+    """[x_hat_1, x, x_hat_2, x, ..., x_hat_N, x]: the image as reconstructed from every
+    depth k (e_1..e_k, d_k..d_1), so one loss keeps every depth an autoencoder of the
+    image. The encoder runs once; decoder d_1 runs N times."""
+    n = model.num_stages
+
+    def build(x):
+        outputs, h = [], x
+        for k in range(1, n + 1):
+            h = model.encode_path(h, k - 1, k)
+            outputs += [model.decode_path(h, k, 0), x]
+        return outputs
+
+    return model.objective("depth_objective", build)
+
+
 def _apply(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
            variables: List[keras.Variable]) -> None:
     scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16

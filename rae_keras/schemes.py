@@ -100,6 +100,19 @@ def recursive_finetune(autoencoder: StagedAutoencoder, config: TrainConfig) -> L
     return phases
 
 
+@register_scheme("recursive_depths")
+def recursive_depths(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
+    """`recursive`, then `finetune_epochs` of the whole model on the image loss of every
+    depth k (e_1..e_k, d_k..d_1), weighted by `level_weights` (depths 1..N; default all 1):
+    the deep path improves end to end while the shallow depths stay autoencoders."""
+    phases = recursive(autoencoder, config)
+    if config.finetune_epochs:
+        phases.append(Phase("depth_finetune", config.finetune_epochs, autoencoder.num_stages,
+                            objectives.depth_objective(autoencoder),
+                            level_weights=config.level_weights or None, show_depths=True))
+    return phases
+
+
 @register_scheme("joint")
 def joint(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """One model, a loss at every level: the decoder path from the code against the
