@@ -1,9 +1,7 @@
-"""Data sources, identity split and the tf.data input pipeline.
+"""Data sets for training and evaluation: identity split, then images.
 
-Every source gives the same result, a `DataSplits` of float32 images in [0, 1]. The
-sources are registered with `@register_source("name")` (`SOURCES`, which config
-validation and the `--dataset` flag read):
-
+Sources (`rae_keras.sources`, `rae_keras.tfds_sources`) list what a data set holds
+before anything is decoded:
 - `lfw_subset`: scikit-image's bundled LFW subset (no download). Its first 100
   images are faces (the last 100 are not and are dropped). It carries no names,
   so each face is treated as its own identity (`lfw_subset_000`, ...).
@@ -11,62 +9,41 @@ validation and the `--dataset` flag read):
   folder) or a flat folder (`Ann_0001.jpg`: identity = stem without `_NNNN`).
 - `lfw`: TensorFlow Datasets' `lfw` builder (identity = its `label`), prepared
   from a local `lfw.tgz` because the upstream URL is dead.
+- `tfds`: any TFDS image builder (`--tfds_name`).
 
-Every image goes through `rae_keras.preprocessing`, the same code the exported
-serving graph runs, so training and serving see identical tensors. Train and
-test are split by identity so that evaluation uses people never trained on.
+Train and test are split by identity from that listing, so evaluation uses people
+never trained on, and `max_images` caps the training items; only then are the chosen
+images decoded, through `rae_keras.preprocessing` (the code the exported serving
+graph runs), into the on-disk cache (`rae_keras.cache`) that later runs and
+`evaluate` reuse. `stream_splits` gives the splits as streams from that cache
+(`records.RecordSet`); `load_splits` as float32 arrays in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import re
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
-from rae_keras import preprocessing
-from rae_keras.config import DataConfig, Registry
+from rae_keras import cache, records, sources
+from rae_keras.config import DataConfig
+from rae_keras.records import ArraySet, RecordSet, epoch_batches, make_dataset  # noqa: F401
+from rae_keras.sources import (SOURCES, DataError, identity_from_path,  # noqa: F401
+                               list_images, register_source)
+# Importing tfds_sources registers the lfw and tfds sources.
+from rae_keras.tfds_sources import (LFW_ARCHIVE, LFW_ARCHIVE_BYTES,  # noqa: F401
+                                    LFW_ARCHIVE_SHA256)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-LFW_SUBSET_FACES = 100  # skimage.data.lfw_subset(): first 100 faces, then 100 non-faces
-LFW_ARCHIVE = "lfw.tgz"
-LFW_ARCHIVE_SHA256 = "055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0"
-LFW_ARCHIVE_BYTES = 180566744
-_BATCH = 256  # images per step when materialising a pipeline into numpy
 _SHOW_SKIPPED = 5  # skipped files named in the log
-
-
-class DataError(ValueError):
-    """Bad or missing data; the one-line message names the problem and the path."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    load: Callable[[DataConfig], tuple]  # -> (images, identities, skipped)
-    needs_data_dir: bool = False  # config validation refuses it without --data_dir
-
-
-SOURCES: Registry[Source] = Registry("dataset")
-
-
-def register_source(name: str, *, needs_data_dir: bool = False):
-    """Decorator: `load(config)` becomes `--dataset=name`. It returns (float32 images
-    preprocessed to the config's size and channels, their identities, skipped files);
-    `load_splits` splits them by identity."""
-    def decorate(load):
-        SOURCES.add(name, Source(load, needs_data_dir), load.__doc__)
-        return load
-    return decorate
+SPLITS = ("train", "test")
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # float32 [N, image_size, image_size, channels] in [0, 1]
+    images: Union[np.ndarray, RecordSet]  # float32 [N, size, size, channels] in [0, 1]
     identities: np.ndarray  # str, one per image (person name)
 
     def __len__(self) -> int:
@@ -80,63 +57,51 @@ class DataSplits:
     skipped: tuple[str, ...]  # unreadable/corrupt files that were skipped
 
 
-# ---------------------------------------------------------------------------
-# Public entry points
-
-
-def load_splits(config: DataConfig) -> DataSplits:
-    """Load the configured source, preprocess it and split it by identity."""
-    images, identities, skipped = SOURCES.lookup(config.dataset).load(config)
-    _log_loaded(config.dataset, identities, skipped)
-    if len(images) == 0:
+def stream_splits(config: DataConfig, cache_dir: Optional[str] = None,
+                  which: Sequence[str] = SPLITS) -> DataSplits:
+    """The configured source split by identity; the splits in `which` are loaded (the
+    others are empty). A cached source's images are RecordSets read from disk (built
+    on first use, in `cache_dir`, see `cache.cache_root`); an in-memory one's arrays."""
+    listed = sources.list_source(config)
+    if not len(listed.identities):
+        raise DataError(f"no usable images in dataset {config.dataset} (data_dir "
+                        f"{config.data_dir}): none listed")
+    chosen = dict(zip(SPLITS, split_indices(listed.identities, config)))
+    names = {"train": f"train-s{config.seed}-t{config.test_fraction:g}-m{config.max_images}",
+             "test": f"test-s{config.seed}-t{config.test_fraction:g}"}
+    loaded, skipped = {}, []
+    for split in SPLITS:
+        indices = chosen[split] if split in which else chosen[split][:0]
+        loaded[split], lost = _take(listed, indices, config, names[split], cache_dir)
+        skipped += lost
+    if isinstance(listed, sources.InMemory):
+        skipped = list(listed.skipped)
+    _log_loaded(config, loaded, skipped)
+    if not sum(len(s) for s in loaded.values()) and any(len(chosen[s]) for s in which):
         raise DataError(f"no usable images in dataset {config.dataset} (data_dir "
                         f"{config.data_dir}): {len(skipped)} files skipped as unreadable "
                         f"or corrupt, none loaded")
+    return DataSplits(train=loaded["train"], test=loaded["test"], skipped=tuple(skipped))
 
+
+def load_splits(config: DataConfig, cache_dir: Optional[str] = None,
+                which: Sequence[str] = SPLITS) -> DataSplits:
+    """`stream_splits` with every image in memory as float32 (small sets, evaluation)."""
+    splits = stream_splits(config, cache_dir, which)
+    in_memory = {s: Split(records.as_image_set(getattr(splits, s).images).to_numpy(),
+                          getattr(splits, s).identities) for s in SPLITS}
+    return DataSplits(train=in_memory["train"], test=in_memory["test"],
+                      skipped=splits.skipped)
+
+
+def split_indices(identities: np.ndarray, config: DataConfig
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """(train, test) item indices, ascending: test identities held out, then at most
+    max_images training items (a seeded sample)."""
     test_ids = split_identities(identities, config.test_fraction, config.seed)
     is_test = np.isin(identities, list(test_ids))
-    train_idx = _cap(np.flatnonzero(~is_test), config.max_images, config.seed)
-    test_idx = np.flatnonzero(is_test)
-    logging.info("Split by identity (seed %d): train %d images / %d identities, "
-                 "test %d images / %d identities", config.seed, len(train_idx),
-                 len(np.unique(identities[train_idx])), len(test_idx), len(test_ids))
-    return DataSplits(
-        train=Split(images[train_idx], identities[train_idx]),
-        test=Split(images[test_idx], identities[test_idx]),
-        skipped=tuple(skipped),
-    )
-
-
-def make_dataset(images: np.ndarray, batch_size: int, *, shuffle: bool,
-                 seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
-    """Float32 image batches (no labels: an autoencoder's target is its input).
-
-    Shuffling uses a buffer as large as the data (a true permutation) and a
-    fixed seed, reshuffled every epoch, so runs are reproducible.
-    """
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(images, np.float32)).cache()
-    if shuffle:
-        ds = ds.shuffle(max(len(images), 1), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
-def epoch_batches(images: np.ndarray, batch_size: int, *, seed: int, first_epoch: int,
-                  epochs: int, drop_remainder: bool = False) -> tf.data.Dataset:
-    """Batches for epochs first_epoch..epochs-1, each epoch's order a function of
-    (seed, epoch) alone: a run resumed at epoch e sees exactly the batches an
-    uninterrupted run would have seen from epoch e on."""
-    images = tf.convert_to_tensor(images)
-    count = int(images.shape[0])
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder)
-
-    return (tf.data.Dataset.range(first_epoch, epochs)
-            .flat_map(one_epoch)
-            .map(lambda indices: tf.gather(images, indices), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (_cap(np.flatnonzero(~is_test), config.max_images, config.seed),
+            np.flatnonzero(is_test))
 
 
 def split_identities(identities: Sequence[str], test_fraction: float, seed: int) -> set:
@@ -155,160 +120,12 @@ def split_identities(identities: Sequence[str], test_fraction: float, seed: int)
     return set(unique[order[:n_test]].tolist())
 
 
-# ---------------------------------------------------------------------------
-# Sources: each returns (images, identities, skipped)
-
-
-@register_source("lfw_subset")
-def _load_lfw_subset(config: DataConfig):
-    """scikit-image's 100 bundled faces; no names, so one identity per face."""
-    from skimage import data as skdata  # bundled file, no download
-
-    faces = skdata.lfw_subset()[:LFW_SUBSET_FACES].astype(np.float32)[..., None]
-    names = np.array([f"lfw_subset_{i:03d}" for i in range(len(faces))])
-    ds = tf.data.Dataset.from_tensor_slices((faces, names))
-    images, identities = _collect(_preprocess_arrays(ds, config))
-    return images, _as_str(identities), []
-
-
-@register_source("folder", needs_data_dir=True)
-def _load_folder(config: DataConfig):
-    """Every image file under data_dir, decoded in parallel; corrupt ones skipped."""
-    paths = list_images(config.data_dir)
-    identities_by_path = {p: identity_from_path(p, config.data_dir) for p in paths}
-    ds = tf.data.Dataset.from_tensor_slices(np.array(paths))
-    ds = ds.map(lambda path: (_decode_file(path, config), path),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    images, loaded = _collect(ds.ignore_errors())
-    loaded = _as_str(loaded).tolist()
-    skipped = sorted(set(paths) - set(loaded))
-    identities = np.array([identities_by_path[p] for p in loaded], dtype=str)
-    return images, identities, skipped
-
-
-@register_source("lfw")
-def _load_tfds_lfw(config: DataConfig):
-    """TFDS `lfw` (250x250 RGB, label = person), prepared from a local lfw.tgz."""
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder("lfw", data_dir=config.tfds_data_dir)
-    _prepare_lfw(builder, _lfw_manual_dir(builder, config))
-    ds = builder.as_dataset(split="train", shuffle_files=False)
-    ds = ds.map(lambda ex: (tf.image.convert_image_dtype(ex["image"], tf.float32), ex["label"]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    images, labels = _collect(_preprocess_arrays(ds, config))
-    return images, _as_str(labels), []
-
-
-# ---------------------------------------------------------------------------
-# Folder helpers
-
-
-def list_images(data_dir: Optional[str]) -> list[str]:
-    """Sorted image paths under data_dir (recursive, hidden files ignored)."""
-    if not data_dir:
-        raise DataError("no data_dir given; rerun with --data_dir=PATH (a folder of images)")
-    if not os.path.exists(data_dir):
-        raise DataError(f"data_dir {data_dir} does not exist; pass --data_dir=PATH "
-                        "to an image folder (LFW-style Person/Person_0001.jpg or flat)")
-    if not os.path.isdir(data_dir):
-        raise DataError(f"data_dir {data_dir} is not a directory; pass --data_dir=PATH "
-                        "to an image folder (LFW-style Person/Person_0001.jpg or flat)")
-    paths = []
-    for root, dirs, files in os.walk(data_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        paths.extend(os.path.join(root, f) for f in files
-                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise DataError(f"no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) found "
-                        f"under data_dir {data_dir}")
-    return sorted(paths)
-
-
-def identity_from_path(path: str, data_dir: str) -> str:
-    """Parent folder name in an LFW-style tree; in a flat folder the file stem
-    without a trailing `_NNNN`, so `Ann_0001.jpg` and `Ann_0002.jpg` are one person."""
-    parent = os.path.dirname(path)
-    if os.path.normpath(parent) != os.path.normpath(data_dir):
-        return os.path.basename(parent)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return re.sub(r"_\d+$", "", stem) or stem
-
-
-def _decode_file(path: tf.Tensor, config: DataConfig) -> tf.Tensor:
-    """Read and preprocess one file exactly as the serving graph would."""
-    return preprocessing.preprocess_bytes(tf.io.read_file(path), config.crop,
-                                          config.image_size, config.channels)
-
-
-# ---------------------------------------------------------------------------
-# TFDS lfw helpers
-
-
-def _lfw_manual_dir(builder, config: DataConfig) -> str:
-    """Where lfw.tgz is looked for: --data_dir, else TFDS' default manual dir."""
-    if config.data_dir:
-        return config.data_dir
-    root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))  # <root>/lfw/<ver>
-    return os.path.join(root, "downloads", "manual")
-
-
-def _prepare_lfw(builder, manual_dir: str) -> None:
-    """Prepare TFDS lfw from manual_dir/lfw.tgz, or fail with what to do.
-
-    Without the archive we fail at once instead of trying the dead URL (which
-    only retries for minutes before failing).
-    """
-    import tensorflow_datasets as tfds
-
-    if builder.is_prepared():
-        return
-    archive = os.path.join(manual_dir, LFW_ARCHIVE)
-    how = (f"put {LFW_ARCHIVE} (sha256 {LFW_ARCHIVE_SHA256}, {LFW_ARCHIVE_BYTES} bytes; "
-           f"any mirror of the original) in {manual_dir} and rerun with "
-           f"--dataset=lfw --data_dir={manual_dir}, or extract it and use "
-           f"--dataset=folder --data_dir=<extracted lfw folder>")
-    if not os.path.isfile(archive):
-        raise DataError(f"TFDS lfw is not prepared in {builder.data_dir} and its download "
-                        f"URL is dead; {how}")
-    logging.info("Preparing TFDS lfw from %s", archive)
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-    try:
-        builder.download_and_prepare(download_config=config)
-    except Exception as e:  # noqa: BLE001 - any failure becomes one actionable message
-        cause = " ".join(f"{type(e).__name__}: {e}".split())[:400]
-        raise DataError(f"preparing TFDS lfw from {archive} failed ({cause}); {how}") from e
-
-
-# ---------------------------------------------------------------------------
-# Shared pipeline pieces
-
-
-def _preprocess_arrays(ds: tf.data.Dataset, config: DataConfig) -> tf.data.Dataset:
-    """(float image [H, W, 1|3] in [0, 1], identity) -> (model input, identity)."""
-
-    def prep(image, identity):
-        image = preprocessing.to_channels(image, config.channels)
-        return preprocessing.center_crop_and_resize(image, config.crop, config.image_size), identity
-
-    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def _collect(ds: tf.data.Dataset):
-    """Materialise an (image, key) dataset into (float32 images, keys as numpy)."""
-    images, keys = [], []
-    for image_batch, key_batch in ds.batch(_BATCH).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-        images.append(image_batch)
-        keys.append(key_batch)
-    if not images:
-        return np.zeros((0, 0, 0, 0), np.float32), np.array([], dtype=object)
-    return np.concatenate(images).astype(np.float32), np.concatenate(keys)
-
-
-def _as_str(keys) -> np.ndarray:
-    """tf.string values (bytes) -> numpy str array."""
-    return np.array([k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in keys],
-                    dtype=str)
+def _take(listed, indices: np.ndarray, config: DataConfig, split: str,
+          cache_dir: Optional[str]) -> Tuple[Split, list]:
+    if isinstance(listed, sources.InMemory):
+        return Split(listed.images[indices], listed.identities[indices]), []
+    images, skipped = cache.cached_images(listed, indices, config, split, cache_dir)
+    return Split(images, images.identities), skipped
 
 
 def _cap(indices: np.ndarray, max_images: int, seed: int) -> np.ndarray:
@@ -319,11 +136,15 @@ def _cap(indices: np.ndarray, max_images: int, seed: int) -> np.ndarray:
     return indices[np.sort(chosen)]
 
 
-def _log_loaded(dataset: str, identities: np.ndarray, skipped: Iterable[str]) -> None:
+def _log_loaded(config: DataConfig, loaded, skipped: Iterable[str]) -> None:
     skipped = list(skipped)
-    logging.info("Loaded %d images of %d identities from %s", len(identities),
-                 len(np.unique(identities)), dataset)
+    train, test = loaded["train"], loaded["test"]
+    logging.info("Split by identity (seed %d): train %d images / %d identities, "
+                 "test %d images / %d identities (%s)", config.seed, len(train),
+                 len(np.unique(train.identities)), len(test), len(np.unique(test.identities)),
+                 config.dataset)
     if skipped:
         more = ", ..." if len(skipped) > _SHOW_SKIPPED else ""
         shown = ", ".join(skipped[:_SHOW_SKIPPED]) + more
         logging.warning("Skipped %d unreadable or corrupt files: %s", len(skipped), shown)
+
