@@ -124,3 +124,34 @@ def test_joint_targets_carry_no_gradient():
     np.testing.assert_allclose(grad, tape.gradient(through_prediction_only, e1.kernel),
                                rtol=1e-4, atol=1e-7)
     assert not np.allclose(grad, tape.gradient(through_both, e1.kernel), rtol=1e-3)
+
+
+def test_depth_loss_is_the_weighted_sum_of_every_depths_image_loss_by_hand():
+    autoencoder = testing.tiny_autoencoder(seed=3)
+    x = testing.smooth_images(8)
+    depth_1 = np.asarray(autoencoder.depth_model(1)(x))
+    depth_2 = np.asarray(autoencoder.depth_model(2)(x))
+    expected = 0.5 * np.mean((depth_1 - x) ** 2) + 3.0 * np.mean((depth_2 - x) ** 2)
+    trainer = ReconstructionTrainer(objectives.depth_objective(autoencoder), (0.5, 3.0))
+    trainer.compile(optimizer="adam")
+    np.testing.assert_allclose(trainer.evaluate(x, batch_size=8, verbose=0), expected, rtol=1e-5)
+
+
+def test_depth_finetune_follows_the_recursive_stages_and_routes_every_depth_to_d1():
+    autoencoder = testing.tiny_autoencoder()
+    phases = schemes.recursive_depths(autoencoder, TrainConfig(finetune_epochs=2,
+                                                               level_weights=(1.0, 0.0)))
+    assert [p.name for p in phases] == ["stage_1", "stage_2", "depth_finetune"]
+    finetune = phases[-1]
+    assert finetune.trainable is None and finetune.epochs == 2
+    # Depth 1 alone (weights 1, 0): d1 and e1 get gradient, the deep pair none.
+    x = tf.constant(testing.smooth_images(8))
+    trainer = ReconstructionTrainer(finetune.objective, finetune.level_weights)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(trainer.per_example_loss_for(x, training=True))
+    (e1, e2), (d1, d2) = autoencoder.encoders, autoencoder.decoders
+    blocks = [e1, d1, e2, d2]
+    grads = tape.gradient(loss, [block.trainable_weights for block in blocks])
+    routed = [any(g is not None and np.any(np.asarray(g)) for g in block) for block in grads]
+    assert routed == [True, True, False, False]
+    assert schemes.recursive_depths(autoencoder, TrainConfig(finetune_epochs=0))[-1].name == "stage_2"
