@@ -135,6 +135,23 @@ def power_spectrum_plot(frequencies: np.ndarray, originals: np.ndarray,
     return _pixels(figure)
 
 
+def tradeoff_plot(points: Mapping[str, Tuple[float, float, float, float]], *,
+                  xlabel: str, ylabel: str, title: str) -> np.ndarray:
+    """One labelled point per group with its spread as error bars, (x, x_err, y, y_err),
+    as uint8 [H, W, 3]: e.g. full-depth PSNR against the worst depth's deficit."""
+    figure = _figure(760, 520)
+    axes = figure.subplots()
+    for i, (label, (x, x_err, y, y_err)) in enumerate(points.items()):
+        color = f"C{i % 10}"
+        axes.errorbar([x], [y], xerr=[x_err], yerr=[y_err], fmt="o", color=color, capsize=3)
+        axes.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=9,
+                      color=color)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.grid(True, color="0.9")
+    figure.tight_layout()
+    return _pixels(figure)
+
+
 def _safe_filename(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
 
