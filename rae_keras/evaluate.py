@@ -52,20 +52,20 @@ from rae_keras.exports import LoadError
 FLAGS = flags_lib.FLAGS
 
 # Data flags that override the exports' training data configuration when given.
-DATA_FLAGS = ("dataset", "data_dir", "tfds_data_dir", "crop", "image_size", "channels",
-              "test_fraction", "seed")
+DATA_FLAGS = ("dataset", "data_dir", "tfds_data_dir", "tfds_name", "crop", "image_size",
+              "channels", "test_fraction", "seed")
 
 
 def evaluate(entries: Sequence[str], output_dir: Optional[str] = None, *, split: str = "test",
              data_overrides: Optional[Mapping[str, object]] = None,
              batch_size: int = DEFAULT_BATCH_SIZE, num_figure_images: int = 8,
-             progress: bool = True) -> dict:
+             progress: bool = True, cache_dir: Optional[str] = None) -> dict:
     """Evaluate the exports named by `entries` (`--models` syntax); returns the numbers
     (what metrics.json holds). With `output_dir`, also writes metrics.json, report.md,
     the PNG figures and TensorBoard summaries there; without it, writes nothing."""
     scored = evaluation.evaluate_exports(
         entries, split=split, data_overrides=data_overrides, batch_size=batch_size,
-        num_figure_images=num_figure_images, progress=progress)
+        num_figure_images=num_figure_images, progress=progress, cache_dir=cache_dir)
     numbers = report.summary(scored)
     if output_dir:
         images = figures.draw(scored)
@@ -89,7 +89,7 @@ def main(argv) -> None:
         FLAGS.models, FLAGS.output_dir, split=FLAGS.split,
         data_overrides=data_overrides_from_flags(),
         batch_size=FLAGS.batch_size if FLAGS["batch_size"].present else DEFAULT_BATCH_SIZE,
-        num_figure_images=FLAGS.summary_images, progress=True)
+        num_figure_images=FLAGS.summary_images, progress=True, cache_dir=FLAGS.cache_dir)
     print(report.markdown_table_from(numbers))
     print(f"wrote {os.path.join(FLAGS.output_dir, 'report.md')}, metrics.json and "
           f"{len(numbers['figures'])} figures")

@@ -39,9 +39,11 @@ FORMAT = "rae_keras.evaluate/1"
 FULL = "full"
 DEFAULT_BATCH_SIZE = 256
 # What makes two exports' images the same pictures (the split aside).
-SOURCE_FIELDS = ("dataset", "data_dir", "tfds_data_dir", "crop", "image_size", "channels")
+SOURCE_FIELDS = ("dataset", "data_dir", "tfds_data_dir", "tfds_name", "crop", "image_size",
+                 "channels")
 # The paths each data set reads: a training machine's, unless they exist here.
-_PATHS_READ = {"folder": ("data_dir",), "lfw": ("data_dir", "tfds_data_dir")}
+_PATHS_READ = {"folder": ("data_dir",), "lfw": ("data_dir", "tfds_data_dir"),
+               "tfds": ("tfds_data_dir",)}
 
 
 class EvaluateError(ValueError):
@@ -121,8 +123,7 @@ class EvalSet:
     description: str
 
 
-def _load_source(exports, data, overrides, log) -> data_lib.Split:
-    """Every image of the one source all exports share."""
+def _check_one_source(exports, data) -> None:
     if len({tuple(getattr(d, f) for f in SOURCE_FIELDS) for d in data}) > 1:
         listed = "; ".join(f"{e.path}: " + ", ".join(f"{f}={getattr(d, f)}"
                                                       for f in SOURCE_FIELDS)
@@ -130,47 +131,56 @@ def _load_source(exports, data, overrides, log) -> data_lib.Split:
         raise EvaluateError(f"the models were trained on different image sources ({listed}); "
                             f"pass --dataset/--data_dir/--crop to evaluate them all on the same "
                             f"images")
-    source = data[0]
+
+
+def _load(exports, source: config_lib.DataConfig, split: str, overrides, log,
+          cache_dir: Optional[str]) -> data_lib.Split:
+    """The test identities of `source` as its training run split them (decoded only
+    where the training run's cache does not already hold them), or every image."""
+    if split == "all":
+        source = dataclasses.replace(source, test_fraction=0.0, seed=0)
+    which = "train" if split == "all" else "test"
     try:
-        with _quiet_absl():  # load_splits logs a split we do not use (test_fraction 0)
-            everything = data_lib.load_splits(dataclasses.replace(source, test_fraction=0.0)).train
+        with _quiet_absl():  # load_splits logs the split
+            loaded = getattr(data_lib.load_splits(source, cache_dir, which=(which,)), which)
     except data_lib.DataError as e:
         hint = "" if "data_dir" in overrides else (
             f" (the data configuration comes from {exports[0].path}'s training run; "
             f"override it with --dataset/--data_dir)")
         raise data_lib.DataError(f"{e}{hint}") from e
-    log(f"data: {len(everything)} images of {len(np.unique(everything.identities))} "
-        f"identities from {source.dataset}" + (f" ({source.data_dir})" if source.data_dir else ""))
-    return everything
+    log(f"data: {len(loaded)} images of {len(np.unique(loaded.identities))} identities "
+        f"from {source.dataset}" + (f" ({source.data_dir})" if source.data_dir else "")
+        + ("" if split == "all" else f", test split seed {source.seed}"))
+    return loaded
 
 
-def _test_set(everything: data_lib.Split, data: config_lib.DataConfig) -> EvalSet:
-    test_ids = data_lib.split_identities(everything.identities, data.test_fraction, data.seed)
-    keep = np.isin(everything.identities, list(test_ids))
-    if not keep.any():
+def _eval_set(loaded: data_lib.Split, data: config_lib.DataConfig, split: str) -> EvalSet:
+    if split == "all":
+        return EvalSet(loaded.images, loaded.identities,
+                       "every image (training identities included)")
+    if not len(loaded):
         raise EvaluateError(f"the test split of {data.dataset} (test_fraction "
                             f"{data.test_fraction}, seed {data.seed}) is empty; use "
                             f"--split=all or a larger --test_fraction")
-    return EvalSet(everything.images[keep], everything.identities[keep],
+    return EvalSet(loaded.images, loaded.identities,
                    f"test identities (split seed {data.seed}, test_fraction "
                    f"{data.test_fraction:g})")
 
 
 def build_eval_sets(exports: Sequence[ListedExport], overrides: Mapping[str, object],
-                    split: str, log: Callable[[str], None] = print
+                    split: str, log: Callable[[str], None] = print,
+                    cache_dir: Optional[str] = None
                     ) -> Tuple[List[config_lib.DataConfig], List[EvalSet]]:
-    """Each export's data configuration and evaluation set, cut from the one image
-    source: its test identities (split as its training split them) or, with
-    split="all", every image. Exports split alike share one EvalSet object."""
+    """Each export's data configuration and evaluation set from the one image source:
+    its test identities (split as its training split them) or, with split="all", every
+    image. Exports split alike share one EvalSet object."""
     data = [data_config_for(e, overrides) for e in exports]
-    everything = _load_source(exports, data, overrides, log)
+    _check_one_source(exports, data)
     sets, cut = [], {}
     for d in data:
         key = ("all",) if split == "all" else (d.seed, d.test_fraction)
         if key not in cut:
-            cut[key] = (_test_set(everything, d) if split != "all" else EvalSet(
-                everything.images, everything.identities,
-                "every image (training identities included)"))
+            cut[key] = _eval_set(_load(exports, d, split, overrides, log, cache_dir), d, split)
         sets.append(cut[key])
     return data, sets
 
@@ -288,7 +298,8 @@ def _progress(total: int, enabled: bool):
 def evaluate_exports(entries: Sequence[str], *, split: str = "test",
                      data_overrides: Optional[Mapping[str, object]] = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, num_figure_images: int = 8,
-                     progress: bool = True, log: Callable[[str], None] = print) -> Evaluation:
+                     progress: bool = True, log: Callable[[str], None] = print,
+                     cache_dir: Optional[str] = None) -> Evaluation:
     """Score the exports a model list names (`--models` syntax) at every depth."""
     if split not in ("test", "all"):
         raise EvaluateError(f"--split must be test or all, got {split!r}")
@@ -296,7 +307,7 @@ def evaluate_exports(entries: Sequence[str], *, split: str = "test",
         raise EvaluateError(f"batch size must be >= 1, got {batch_size}")
     exports = exports_lib.list_exports(entries)
     check_comparable(exports)
-    data, sets = build_eval_sets(exports, dict(data_overrides or {}), split, log)
+    data, sets = build_eval_sets(exports, dict(data_overrides or {}), split, log, cache_dir)
     faces, note = figure_images(exports, sets, max(1, num_figure_images))
     total = sum(math.ceil(len(s.images) / batch_size) * (e.num_stages + 1)
                 for e, s in zip(exports, sets))

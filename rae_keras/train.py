@@ -18,7 +18,7 @@ from rae_keras import config as config_lib
 from rae_keras import data as data_lib
 from rae_keras import distribute, export, fileio, inputs
 from rae_keras import flags as flags_lib
-from rae_keras import runs, serving, training
+from rae_keras import records, runs, serving, training
 from rae_keras.models import StagedAutoencoder
 
 
@@ -29,7 +29,7 @@ def main(argv) -> None:
     chief = distribute.is_chief(strategy)
     model_dir = (config.model_dir if chief
                  else distribute.scratch_dir(config.model_dir, strategy))
-    splits = data_lib.load_splits(config.data)
+    splits = data_lib.stream_splits(config.data, cache_dir=flags_lib.FLAGS.cache_dir)
     print(f"data: {len(splits.train.images)} training and {len(splits.test.images)} test "
           f"images ({config.data.dataset}), {len(splits.skipped)} skipped; run dir "
           f"{os.path.abspath(model_dir)}; {distribute.describe(strategy)}")
@@ -54,17 +54,18 @@ def main(argv) -> None:
                   model.num_stages))
 
 
-def full_depth_loss(model: StagedAutoencoder, images: np.ndarray,
-                    batch_size: int = 256) -> Optional[float]:
-    """The full model's reconstruction MSE (pixels, e1..eN dN..d1) on `images`, the
-    number an end-to-end phase reports as val_loss. Eager batches on this process alone
-    (no collectives, so the chief of a multi-worker run can do it by itself)."""
+def full_depth_loss(model: StagedAutoencoder, images, batch_size: int = 256
+                    ) -> Optional[float]:
+    """The full model's reconstruction MSE (pixels, e1..eN dN..d1) on `images` (numpy
+    or a RecordSet), the number an end-to-end phase reports as val_loss. Eager batches
+    on this process alone (no collectives, so the chief of a multi-worker run can do it
+    by itself)."""
     if not len(images):
         return None
     full = model.full_model()
     total = 0.0
-    for start in range(0, len(images), batch_size):
-        x = np.asarray(images[start:start + batch_size], np.float32)
+    for batch in records.as_image_set(images).batches(batch_size):
+        x = batch.numpy()
         y = keras.ops.convert_to_numpy(full(x, training=False)).astype(np.float64)
         total += float(np.sum(np.mean(np.square(y - x), axis=tuple(range(1, x.ndim)))))
     return total / len(images)

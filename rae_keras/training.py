@@ -13,7 +13,9 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -22,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from rae_keras import data as data_lib
-from rae_keras import distribute, inputs
+from rae_keras import distribute, inputs, records
 from rae_keras.config import (ARRAYS, ConfigError, DataConfig, ModelConfig, RunConfig,
                               TrainConfig)
 from rae_keras.loops import DistributedLoop
@@ -66,8 +68,8 @@ def fit(model: StagedAutoencoder, x, scheme: str = "recursive", epochs: int = 1,
     if config.level_weights and len(config.level_weights) != model.num_stages:
         raise ConfigError(f"level_weights has {len(config.level_weights)} values for a model "
                           f"of {model.num_stages} stages (one per level)")
-    train_x = inputs.as_array(x, model.sample_shape, name="x")
-    val_x = (inputs.as_array(validation_data, model.sample_shape, name="validation_data")
+    train_x = _as_images(x, model, "x")
+    val_x = (_as_images(validation_data, model, "validation_data")
              if validation_data is not None else None)
     if not model_dir:
         state = run_phases(model, config, train_x, val_x, None, strategy=strategy,
@@ -83,6 +85,17 @@ def fit(model: StagedAutoencoder, x, scheme: str = "recursive", epochs: int = 1,
                            callbacks=callbacks, custom_loop=custom_loop, log=log,
                            verbose=verbose)
     return history_of(state)
+
+
+def _as_images(x, model: StagedAutoencoder, name: str):
+    """A RecordSet (`data.stream_splits`) streams from disk as it is; anything else is
+    checked and held in memory (an ArraySet)."""
+    if isinstance(x, records.RecordSet):
+        if x.sample_shape != tuple(model.sample_shape):
+            raise inputs.InputError(f"{name} has samples of shape {x.sample_shape}; the "
+                                    f"model takes {tuple(model.sample_shape)}")
+        return x
+    return records.ArraySet(inputs.as_array(x, model.sample_shape, name=name))
 
 
 def build_model(config: RunConfig, strategy: Optional[tf.distribute.Strategy] = None
@@ -108,7 +121,7 @@ def train(config: RunConfig, splits: data_lib.DataSplits, run: RunDirectory, *,
     return model, state
 
 
-def describe_run(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarray,
+def describe_run(model: StagedAutoencoder, config: TrainConfig, train_x,
                  model_dir: str, run_config: Optional[RunConfig] = None) -> RunConfig:
     """What the run directory records: the driver's configuration (or one for data
     given in Python), the model's Keras config for `load`, and fingerprints of the
@@ -127,7 +140,7 @@ def describe_run(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndar
                             channels=shape[-1] if image else 0),
             model=model_config)
     return dataclasses.replace(
-        run_config, train=config, data_fingerprint=inputs.fingerprint(train_x),
+        run_config, train=config, data_fingerprint=records.as_image_set(train_x).fingerprint(),
         model_fingerprint=model.structure_fingerprint(),
         keras_model=json.dumps(keras.saving.serialize_keras_object(model)))
 
@@ -149,8 +162,8 @@ def history_of(state: TrainingState) -> History:
 
 
 # --------------------------------------------------------------------------- phases
-def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarray,
-               val_x: Optional[np.ndarray], run: Optional[RunDirectory], *,
+def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x, val_x,
+               run: Optional[RunDirectory], *,
                strategy: Optional[tf.distribute.Strategy] = None,
                callbacks: Sequence[keras.callbacks.Callback] = (),
                custom_loop: Optional[bool] = None, log: Callable[[str], None] = print,
@@ -162,7 +175,9 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x: np.ndarra
     `custom_loop` says otherwise.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    val_x = val_x if val_x is not None else train_x[:0]
+    train_x = records.as_image_set(train_x)  # numpy arrays or a RecordSet
+    val_x = records.as_image_set(val_x if val_x is not None else
+                                 np.zeros((0,) + tuple(train_x.sample_shape), np.float32))
     with strategy.scope():
         state = run.restore(model) if run else TrainingState()
         phases = phases_for(model, config)
@@ -216,8 +231,7 @@ class _PhaseRunner:
         self.writer = (summaries.summary_writer(run.logs_dir, summaries.run_name(run.path))
                        if run else None)
         shown = val_x if len(val_x) >= config.summary_images else train_x
-        self.summary_images = (shown[:config.summary_images] if model.is_image_model
-                               else train_x[:0])
+        self.summary_images = shown.head(config.summary_images if model.is_image_model else 0)
         self.prefix_cache = _PrefixCache(model, train_x, val_x)
 
     def train_phase(self, index: int, phase: Phase, initial_epoch: int) -> None:
@@ -262,12 +276,11 @@ class _PhaseRunner:
         """The batches of the remaining epochs (each epoch's order a function of the
         seed, phase and epoch alone: a resumed run sees the same ones) and validation."""
         train_inputs, val_inputs = self.prefix_cache.inputs_for(phase)
-        train_ds = data_lib.epoch_batches(
-            train_inputs, self.global_batch, seed=self.config.seed * 1000 + index,
+        train_ds = train_inputs.epoch_batches(
+            self.global_batch, seed=self.config.seed * 1000 + index,
             first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=self.drop_remainder)
         enough = len(val_inputs) >= (self.global_batch if self.drop_remainder else 1)
-        val_ds = (data_lib.make_dataset(val_inputs, self.global_batch, shuffle=False,
-                                        drop_remainder=self.drop_remainder)
+        val_ds = (val_inputs.batches(self.global_batch, drop_remainder=self.drop_remainder)
                   if enough else None)
         return train_ds, val_ds
 
@@ -282,6 +295,7 @@ class _PhaseRunner:
         return own + self.callbacks
 
     def close(self) -> None:
+        self.prefix_cache.close()
         if self.writer is not None:
             self.writer.close()
 
@@ -353,23 +367,38 @@ class _PrefixCache:
     prefix's output. Moving from h_(d-1) to h_d runs encoders[d-1] alone, so a recursive
     schedule encodes every input once per stage, through one block, instead of through
     the whole prefix. The values equal what the prefix computes every step (frozen
-    layers, BatchNormalization included, run in inference mode)."""
+    layers, BatchNormalization included, run in inference mode). Arrays stay in memory;
+    a RecordSet's h_d is written to a scratch directory (TMPDIR), one level at a time,
+    removed when training ends."""
 
-    def __init__(self, model: StagedAutoencoder, train_x: np.ndarray, val_x: np.ndarray):
+    def __init__(self, model: StagedAutoencoder, train_x, val_x):
         self.model = model
         self.inputs = (train_x, val_x)
         self.depth, self.arrays = 0, self.inputs
+        self.scratch: Optional[str] = None
 
     def inputs_for(self, phase: Phase):
         if phase.input_depth < self.depth:  # e.g. fine-tuning after the stages: start over
+            self._remove_level(self.depth)
             self.depth, self.arrays = 0, self.inputs
         while self.depth < phase.input_depth:
             self.depth += 1
             block = self.model.encoder_block(self.depth)
-            self.arrays = tuple(self._apply(block, a) for a in self.arrays)
+            self.arrays = tuple(
+                x.through(block, self.model.shape_at(self.depth), self._level_dir(which))
+                for which, x in zip(("train", "val"), self.arrays))
+            self._remove_level(self.depth - 1)  # h_(d-1) is not read again
         return self.arrays
 
-    def _apply(self, block: keras.Model, x: np.ndarray) -> np.ndarray:
-        if not len(x):
-            return np.zeros((0,) + self.model.shape_at(self.depth), np.float32)
-        return np.asarray(block.predict(x, batch_size=256, verbose=0), np.float32)
+    def _level_dir(self, which: str) -> str:
+        if self.scratch is None:
+            self.scratch = tempfile.mkdtemp(prefix="rae_keras_prefix-")
+        return os.path.join(self.scratch, f"h{self.depth}", which)
+
+    def _remove_level(self, depth: int) -> None:
+        if self.scratch and depth >= 1:
+            shutil.rmtree(os.path.join(self.scratch, f"h{depth}"), ignore_errors=True)
+
+    def close(self) -> None:
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)

@@ -2,9 +2,13 @@
 Shared helpers live in rae_keras.testing (importable from subprocesses too)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# The preprocessed-image cache of every test (and of the subprocesses tests start) goes
+# to a fresh temporary directory, never to the user's ~/.cache/rae_keras.
+os.environ["RAE_KERAS_CACHE"] = tempfile.mkdtemp(prefix="rae_keras_test_cache-")
 
 import pytest  # noqa: E402
 

@@ -80,7 +80,7 @@ def _check_images(images, size, channels):
 
 def test_dataset_names_come_from_the_registry():
     assert flags_lib.FLAGS["dataset"].parser.enum_values == list(data.SOURCES) == [
-        "lfw_subset", "folder", "lfw"]
+        "lfw_subset", "folder", "lfw", "tfds"]
     with pytest.raises(ConfigError, match=r"unknown dataset 'bogus'; expected one of"):
         DataConfig(dataset="bogus").validate()
     with pytest.raises(ConfigError, match="unknown dataset 'bogus'"):
