@@ -94,6 +94,7 @@ class DataConfig:
     dataset: str = "lfw_subset"
     data_dir: Optional[str] = None  # image folder, or the folder holding lfw.tgz
     tfds_data_dir: Optional[str] = None  # where TFDS keeps prepared data sets
+    tfds_name: str = ""  # --dataset=tfds: the TFDS builder (name[/config][:version])
     crop: int = 0  # central square crop in source pixels; 0 = largest square
     image_size: int = 32
     channels: int = 1
@@ -108,6 +109,8 @@ class DataConfig:
 
         if SOURCES.lookup(self.dataset).needs_data_dir and not self.data_dir:
             raise ConfigError(f"--dataset={self.dataset} needs --data_dir=PATH")
+        if self.dataset == "tfds" and not self.tfds_name:
+            raise ConfigError("--dataset=tfds needs --tfds_name=BUILDER (a TFDS image data set)")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if not 2 <= self.image_size <= MAX_IMAGE_SIZE:

@@ -68,6 +68,11 @@ flags.DEFINE_enum("dataset", "lfw_subset", data_lib.SOURCES.names, data_lib.SOUR
 flags.DEFINE_string("data_dir", None,
                     "folder: the image folder; lfw: the folder holding a local lfw.tgz.")
 flags.DEFINE_string("tfds_data_dir", None, "Where TFDS keeps prepared data sets.")
+flags.DEFINE_string("tfds_name", "",
+                    "--dataset=tfds: the TFDS image builder, name[/config][:version].")
+flags.DEFINE_string("cache_dir", None,
+                    "Preprocessed-image cache (default $RAE_KERAS_CACHE, else "
+                    "~/.cache/rae_keras); rebuilt when the source changes.")
 flags.DEFINE_integer("crop", 0, "Central square crop in source pixels (0: largest square).")
 flags.DEFINE_integer("image_size", 32, "Images are resized to image_size x image_size.")
 flags.DEFINE_enum("channels", "1", ["1", "3"], "1 = grayscale, 3 = RGB.")
@@ -107,8 +112,8 @@ GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
                        "mixed_precision", "cache_frozen_prefix", "steps_per_execution")),
     ("The network", ("filters", "kernel_sizes", "decoder_kernel_sizes", "activation",
                      "normalization", "kernel_initializer")),
-    ("The data", ("dataset", "data_dir", "tfds_data_dir", "crop", "image_size", "channels",
-                  "max_images", "test_fraction")),
+    ("The data", ("dataset", "data_dir", "tfds_data_dir", "tfds_name", "crop", "image_size",
+                  "channels", "max_images", "test_fraction", "cache_dir")),
     ("Where things go", ("model_dir", "export_dir", "overwrite", "version", "tflite",
                          "allow_unfinished", "summary_images")),
     ("Distribution", ("strategy", "cpu_devices")),
@@ -205,6 +210,7 @@ def _numbers(name: str, values: Sequence[str], kind: type) -> tuple:
 def data_config_from_flags() -> config_lib.DataConfig:
     return config_lib.DataConfig(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir,
+        tfds_name=FLAGS.tfds_name,
         crop=FLAGS.crop, image_size=FLAGS.image_size, channels=int(FLAGS.channels),
         max_images=FLAGS.max_images, test_fraction=FLAGS.test_fraction, seed=FLAGS.seed)
 
