@@ -127,8 +127,11 @@ class RecordSet:
                 .prefetch(tf.data.AUTOTUNE))
 
     def batches(self, batch_size: int, drop_remainder: bool = False) -> tf.data.Dataset:
-        """Every sample once, in stored order."""
+        """Every sample once, in stored order (of a known number of batches, which Keras
+        needs to validate on it without running out of data)."""
+        count = len(self) // batch_size if drop_remainder else -(-len(self) // batch_size)
         return (tf.data.TFRecordDataset(list(self.paths)).batch(batch_size, drop_remainder)
+                .apply(tf.data.experimental.assert_cardinality(count))
                 .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
 
