@@ -7,13 +7,9 @@ file and the training fingerprint of the configuration it was made with). A run 
 at any moment resumes from the newest checkpoint that verifies: same phase, same epoch,
 same optimizer state.
 
-Safety rules, because `--model_dir` is whatever the user typed:
-- rae_keras deletes only what it writes. A directory that holds other files and no run
-  is refused, with or without --overwrite; --overwrite deletes config.json,
-  history.json, logs/ and checkpoints/ and keeps everything else.
-- One writer per run directory: `prepare` takes an flock on run.lock, released by
-  `close()` or when the process ends, however it ends. Readers take no lock.
-- A run resumes only under the configuration its checkpoints recorded.
+Safety rules, because `--model_dir` is whatever the user typed: rae_keras deletes only
+what it writes, and one process at a time writes a run directory (`run_guard`); a run
+resumes only under the configuration its checkpoints recorded (`config_file`).
 """
 
 from __future__ import annotations
@@ -21,42 +17,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import json
 import os
 import re
 import shutil
-import socket
 import sys
 import weakref
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-import rae_keras
-from rae_keras import fileio
+from rae_keras import config_file, fileio, run_guard
 from rae_keras.checkpoints import (  # noqa: F401  (TrainingState and the names: runs' API)
     MANIFEST, OPTIMIZER, STATE, WEIGHTS, TrainingState, Unusable, load_optimizer, load_weights,
     one_line, read_manifest, verify, write_manifest)
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder
 from rae_keras.config import RunConfig
+from rae_keras.run_guard import LOCK_NAME, RunDirError  # noqa: F401  (runs' API)
 
 _CKPT = re.compile(r"^ckpt-(\d+)$")
 KEEP_CHECKPOINTS = 2
-LOCK_NAME = "run.lock"
-# What --overwrite deletes: everything rae_keras writes at the top of a run directory
-# except the lock (held by the writer doing the deleting) and workers/ (each worker's
-# scratch run directory, which that worker owns and overwrites itself).
-_OVERWRITTEN = ("checkpoints", "logs", "history.json", "config.json")
-_OWN = _OVERWRITTEN + (LOCK_NAME, "workers")
-_OWN_TEMPORARY = re.compile(r"^\.(config|history)\.json\..*\.tmp$")  # fileio's temporaries
-_SECTIONS = ("data", "model", "train")  # config.json sections every version wrote
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (e.g. another configuration)."""
 
 
 def _warn(message: str) -> None:
@@ -76,7 +57,7 @@ class RunDirectory:
         self.path = os.path.abspath(path)
         self.keep_checkpoints = keep_checkpoints
         self.log = log or _warn
-        self.config_path = os.path.join(self.path, "config.json")
+        self.config_path = os.path.join(self.path, config_file.FILE_NAME)
         self.history_path = os.path.join(self.path, "history.json")
         self.logs_dir = os.path.join(self.path, "logs")
         self.checkpoints_dir = os.path.join(self.path, "checkpoints")
@@ -106,8 +87,9 @@ class RunDirectory:
         are deleted instead (nothing else in the directory is). On failure the lock is
         released again.
         """
-        self._refuse_foreign_directory()
-        self._lock()
+        run_guard.refuse_foreign(self.path, self._holds_a_run())
+        if self._unlock is None:
+            self._unlock = run_guard.lock(self, self.path)
         try:
             problem = self._incompatibility(config)
             if problem and not overwrite:
@@ -117,7 +99,7 @@ class RunDirectory:
         except BaseException:
             self.close()
             raise
-        self._fingerprint = _fingerprint(config)
+        self._fingerprint = config_file.fingerprint(config)
 
     def load_config(self) -> RunConfig:
         """The run's configuration, refused if config.json differs from what its
@@ -125,57 +107,15 @@ class RunDirectory:
         config = self._read_config()
         if config is None:
             raise RunDirError(f"{self.path} is not a run directory (no config.json)")
-        problem = self._edited_config(config, self._recorded_fingerprint())
+        problem = config_file.edited(self.config_path, config, self._recorded_fingerprint())
         if problem:
             raise RunDirError(problem)
         return config
 
-    def _refuse_foreign_directory(self) -> None:
-        """Refuses a path that is a file, or a directory holding something other than
-        rae_keras's files and no run: nothing there may be deleted or mixed with a run."""
-        if os.path.lexists(self.path) and not os.path.isdir(self.path):
-            raise RunDirError(f"--model_dir {self.path} is a file, not a directory")
-        if not os.path.isdir(self.path) or self._holds_a_run():
-            return
-        foreign = sorted(e for e in os.listdir(self.path)
-                         if e not in _OWN and not _OWN_TEMPORARY.match(e))
-        if foreign:
-            listing = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise RunDirError(
-                f"{self.path} is not a run directory and not empty (it holds {listing}); "
-                "rae_keras neither uses nor deletes it, even with --overwrite: give a new "
-                "or empty --model_dir")
-
     def _holds_a_run(self) -> bool:
         if any(os.path.exists(os.path.join(path, STATE)) for _, path in self.checkpoints()):
             return True
-        try:
-            return isinstance(fileio.read_json(self.config_path).get("config"), dict)
-        except (OSError, ValueError, AttributeError):
-            return False
-
-    def _lock(self) -> None:
-        """An flock on run.lock: it dies with the process, so there is never a stale lock."""
-        if self._unlock is not None:
-            return
-        try:
-            os.makedirs(self.path, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise RunDirError(f"cannot create {self.lock_path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RunDirError(
-                    f"{self.path} is in use by another writer ({holder}, holding {LOCK_NAME}); "
-                    "wait for it to finish or use another --model_dir") from None
-            raise RunDirError(f"cannot lock {self.lock_path}: {e.strerror or e}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        self._unlock = weakref.finalize(self, os.close, fd)
+        return config_file.holds_config(self.config_path)
 
     def _incompatibility(self, config: RunConfig) -> Optional[str]:
         """Why the directory's run cannot be continued with `config`; None if it can."""
@@ -183,67 +123,22 @@ class RunDirectory:
             stored = self._read_config()
         except RunDirError as e:
             return str(e)
-        recorded = self._recorded_fingerprint()
-        edited = self._edited_config(stored, recorded)
-        if edited:
-            return edited
-        reference = recorded or (stored and _fingerprint(stored))
-        if reference is None:
-            if self.checkpoints():  # made before checkpoints recorded their configuration
-                return (f"{self.path} holds checkpoints but no config.json, and they do not "
-                        "record which configuration made them")
-            return None
-        differences = _differences(reference, _fingerprint(config))
-        if differences:
-            return (f"{self.path} holds a run with another configuration "
-                    f"({'; '.join(differences[:4])})")
-        return None
-
-    def _edited_config(self, stored: Optional[RunConfig],
-                       recorded: Optional[dict]) -> Optional[str]:
-        if stored is None or recorded is None:
-            return None
-        differences = _differences(recorded, _fingerprint(stored))
-        if not differences:
-            return None
-        return (f"{self.config_path} differs from the configuration its checkpoints were "
-                f"made with ({'; '.join(differences[:4])}); it was edited")
+        return config_file.continuation_problem(self.path, stored, self._recorded_fingerprint(),
+                                                config, has_checkpoints=bool(self.checkpoints()))
 
     def _read_config(self) -> Optional[RunConfig]:
-        """config.json as a validated RunConfig, None if absent; a damaged or hand-edited
-        file is a one-line RunDirError. Fields missing from a section take their
-        defaults (older versions did not write fields added since)."""
-        if not os.path.exists(self.config_path):
-            return None
+        """config.json as a validated RunConfig (see `config_file.read`), None if absent."""
         try:
-            saved = fileio.read_json(self.config_path)
-            values = saved.get("config") if isinstance(saved, dict) else None
-            if not isinstance(values, dict):
-                raise ValueError("no 'config' object")
-            missing = [s for s in _SECTIONS if s not in values]
-            if missing:
-                raise ValueError(f"no {', '.join(missing)} section")
-            _check_types(values, RunConfig().to_dict())
-            return RunConfig.from_dict(values).validate()
-        except (OSError, ValueError, TypeError) as e:
-            raise RunDirError(f"{self.config_path} is not a valid rae_keras configuration "
-                              f"({one_line(e)})") from None
+            return config_file.read(self.config_path)
+        except config_file.Invalid as e:
+            raise RunDirError(str(e)) from None
 
     def _write_config(self, config: RunConfig, *, delete_run: bool) -> None:
         try:
-            if delete_run:
-                for name in _OVERWRITTEN:
-                    _remove(os.path.join(self.path, name))
-            for entry in os.listdir(self.path):
-                if _OWN_TEMPORARY.match(entry):
-                    _remove(os.path.join(self.path, entry))
+            run_guard.clear(self.path, delete_run=delete_run)
             os.makedirs(self.checkpoints_dir, exist_ok=True)
             fileio.remove_stale_temporaries(self.checkpoints_dir)
-            fileio.atomic_write_json(self.config_path, {
-                "config": config.to_dict(),
-                "versions": {"rae_keras": rae_keras.__version__, "tensorflow": tf.__version__,
-                             "keras": keras.__version__, "numpy": np.__version__},
-            })
+            config_file.write(self.config_path, config)
         except OSError as e:
             raise RunDirError(f"cannot prepare {self.path}: {one_line(e)}") from None
 
@@ -388,23 +283,13 @@ class RunDirectory:
         outcome = "trying an older checkpoint"
         if self._unlock is not None:
             with contextlib.suppress(OSError):
-                _remove(path + ".unusable")
+                run_guard.remove(path + ".unusable")
                 os.rename(path, path + ".unusable")
                 outcome = f"set aside as {os.path.basename(path)}.unusable, {outcome}"
         self.log(f"warning: checkpoint {path} is unusable ({reason}); {outcome}")
 
     def _recorded_fingerprint(self) -> Optional[dict]:
-        """The configuration fingerprint the newest checkpoint with a manifest recorded,
-        read back through RunConfig so that fields added since take their defaults (as
-        they do when config.json is read)."""
-        for _, path in reversed(self.checkpoints()):
-            try:
-                manifest = read_manifest(path)
-            except Unusable:
-                continue
-            if manifest is not None:
-                return _fingerprint(RunConfig.from_dict(manifest["training_fingerprint"]))
-        return None
+        return config_file.recorded_fingerprint([path for _, path in self.checkpoints()])
 
 
 def load_trained(model_dir: str, *, log: Optional[Callable[[str], None]] = None
@@ -435,56 +320,3 @@ def _untrained_model(config: RunConfig) -> StagedAutoencoder:
 
 def image_shape_of(config: RunConfig) -> Tuple[int, int, int]:
     return (config.data.image_size, config.data.image_size, config.data.channels)
-
-
-# ----------------------------------------------------------------- helpers
-def _remove(path: str) -> None:
-    """Deletes a file, a link (never what it points to) or a directory tree, if present."""
-    if os.path.islink(path) or os.path.isfile(path):
-        os.remove(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
-
-
-def _fingerprint(config: RunConfig) -> dict:
-    """The training fingerprint as JSON stores it (lists, not tuples), so that one
-    read back from a manifest compares equal."""
-    return json.loads(json.dumps(config.training_fingerprint()))
-
-
-def _check_types(values: dict, defaults: dict, prefix: str = "") -> None:
-    """Refuses a config.json value whose JSON type differs from its field's default."""
-    for key, default in defaults.items():
-        if key not in values:
-            continue
-        value, name = values[key], prefix + key
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise TypeError(f"{name} is not an object")
-            _check_types(value, default, f"{name}.")
-        elif not _fits(value, default):
-            raise TypeError(f"{name} is {value!r}, not like {default!r}")
-
-
-def _fits(value, default) -> bool:
-    if default is None:  # optional paths
-        return value is None or isinstance(value, str)
-    if isinstance(value, bool) or isinstance(default, bool):
-        return type(value) is type(default)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, list) and all(
-            _fits(v, default[0] if default else 0.0) for v in value)
-    return type(value) is type(default)
-
-
-def _differences(old: Dict, new: Dict, prefix: str = "") -> List[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
