@@ -122,18 +122,19 @@ class RecordSet:
             return (records.batch(window).enumerate().flat_map(mix)
                     .batch(batch_size, drop_remainder))
 
-        return (tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-                .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
-                .prefetch(tf.data.AUTOTUNE))
+        return _shard_by_batch(tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+                               .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+                               .prefetch(tf.data.AUTOTUNE))
 
     def batches(self, batch_size: int, drop_remainder: bool = False) -> tf.data.Dataset:
         """Every sample once, in stored order (of a known number of batches, which Keras
         needs to validate on it without running out of data)."""
         count = len(self) // batch_size if drop_remainder else -(-len(self) // batch_size)
-        return (tf.data.TFRecordDataset(list(self.paths)).batch(batch_size, drop_remainder)
-                .apply(tf.data.experimental.assert_cardinality(count))
-                .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
-                .prefetch(tf.data.AUTOTUNE))
+        return _shard_by_batch(
+            tf.data.TFRecordDataset(list(self.paths)).batch(batch_size, drop_remainder)
+            .apply(tf.data.experimental.assert_cardinality(count))
+            .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
     def head(self, count: int) -> np.ndarray:
         if not len(self) or not count:
@@ -159,6 +160,14 @@ class RecordSet:
                         writer.write(value.tobytes())
             paths.append(out)
         return RecordSet(paths, self.counts, shape, "float32", self._fingerprint)
+
+
+def _shard_by_batch(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Several workers split the stream by batch (each reads every record, keeps its
+    share of the batches): sharding by file would give workers unequal step counts."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def as_image_set(x) -> object:

@@ -2,6 +2,7 @@
 Shared helpers live in rae_keras.testing (importable from subprocesses too)."""
 
 import os
+import socket
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,3 +20,12 @@ from rae_keras import testing  # noqa: E402
 def tiny_run_config(tmp_path):
     """A complete run configuration: a 2-stage network on 16x16 gray images, 1 epoch."""
     return testing.tiny_config(tmp_path / "run", filters=(4, 8))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail loudly if anything tries to open a connection."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("test tried to use the network")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)

@@ -4,8 +4,6 @@ All offline: lfw_subset is bundled with scikit-image, folders are generated in
 tmp_path, and TFDS is either mocked or made to fail before any download.
 """
 
-import socket
-
 import numpy as np
 from PIL import Image
 import pytest
@@ -253,15 +251,6 @@ def test_max_images_caps_train_only():
 
 # ---------------------------------------------------------------------------
 # TFDS lfw (mocked: never downloads)
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Fail loudly if anything tries to open a connection."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("test tried to use the network")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def _lfw_config(tmp_path, **kwargs):

@@ -4,8 +4,6 @@ manual dir without a download, split by its identity feature.
 Offline: a tiny builder defined here reads PNGs from its manual dir (the data_dir).
 """
 
-import socket
-
 from etils import epath
 import numpy as np
 from PIL import Image
@@ -34,14 +32,6 @@ class ToyFaces(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, path):
         for png in sorted(path.glob("*.png")):
             yield png.name, {"image": png, "identity": png.name.split("_")[0]}
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("test tried to use the network")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture
