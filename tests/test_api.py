@@ -1,7 +1,9 @@
 """The public Python API, end to end: `rae_keras.fit`, `export_model`, `load`.
 
-Self-contained on purpose (no imports from other test modules): these are the calls a
-notebook makes, on the three kinds of model a user brings.
+No imports from other test modules (helpers come from `rae_keras.testing`): these are
+the calls a notebook makes, on the three kinds of model a user brings. What every
+scheme does to a ConvAutoencoder (freezing, resume) is `testing.check_scheme`'s job, in
+test_schemes.py; here the same schemes run on the models users write themselves.
 """
 
 
@@ -11,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import rae_keras
-from rae_keras import runs, testing
-from rae_keras.config import ConfigError
+from rae_keras import runs, schemes, testing
+from rae_keras.config import ConfigError, TrainConfig
 from rae_keras.inputs import InputError
 
 
@@ -48,60 +50,73 @@ def data(model, n=16, seed=0):
     return np.repeat(blobs[..., None], shape[-1], axis=-1).astype(np.float32)
 
 
-def leaf_weights(model):
-    """{layer name: [weight arrays]} over every innermost layer that has weights."""
-    return {layer.name: [np.array(keras.ops.convert_to_numpy(v)) for v in layer.weights]
-            for layer in model.stage_leaf_layers() if layer.weights}
-
-
 def flat_weights(model):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in model.weights]
 
 
-def identical(a, b):
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+identical, all_changed = testing.identical, testing.all_changed
 
 
-def all_changed(a, b):
-    """Every weight variable differs (in at least one element)."""
-    return len(a) == len(b) and all(not np.array_equal(x, y) for x, y in zip(a, b))
-
-
-class PhaseWeights(keras.callbacks.Callback):
-    """Snapshots the autoencoder's weights when each phase begins and when it ends."""
+class Callbacks(testing.PhaseWeights):
+    """Weights when each phase begins and ends (see testing.PhaseWeights), plus every
+    Keras callback hook each phase calls and the (name, index) each phase announces."""
 
     def __init__(self, autoencoder):
-        super().__init__()
-        self.autoencoder = autoencoder
-        self.names, self.before, self.after = [], [], []
+        super().__init__(autoencoder)
+        self.seen = []
+        self.counts = {"train_begin": 0, "epoch_end": 0, "train_end": 0}
 
     def on_phase_begin(self, name, index):
-        self.names.append(name)
-        self.before.append(leaf_weights(self.autoencoder))
+        super().on_phase_begin(name, index)
+        self.seen.append((name, index))
+
+    def on_train_begin(self, logs=None):
+        self.counts["train_begin"] += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        assert np.isfinite(logs["loss"])
+        self.counts["epoch_end"] += 1
 
     def on_train_end(self, logs=None):
-        self.after.append(leaf_weights(self.autoencoder))
+        super().on_train_end(logs)
+        self.counts["train_end"] += 1
 
 
 # --------------------------------------------------------------------------- 1. freezing
 STAGE_SCHEMES = ("recursive", "recursive_finetune")
+# Every scheme on the residual model (nested custom layers: the hard case for freezing);
+# the flat dense model on the stage-wise schemes. (ConvAutoencoder: check_scheme.)
+FREEZING_CASES = ([("residual", scheme) for scheme in rae_keras.SCHEMES] +
+                  [("dense", scheme) for scheme in ("recursive", "recursive_finetune",
+                                                    "recursive_interleaved")])
+# Phases and epochs (2 per phase, 1 of fine-tuning) each scheme runs, written out.
+PHASES = {"recursive": (["stage_1", "stage_2"], 4),
+          "recursive_finetune": (["stage_1", "stage_2", "finetune"], 5),
+          "recursive_interleaved": (["interleaved"], 2)}
 
 
-@pytest.mark.parametrize("scheme", rae_keras.SCHEMES)
-@pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.parametrize("kind, scheme", FREEZING_CASES)
 def test_every_scheme_trains_exactly_what_it_says(kind, scheme):
+    """Each phase trains exactly its layers, and every callback hook sees every phase."""
     model = build(kind)
     x = data(model)
-    initial = leaf_weights(model)
-    recorder = PhaseWeights(model)
-    history = rae_keras.fit(model, x, scheme=scheme, epochs=1, batch_size=8,
-                            finetune_epochs=1, learning_rate=3e-3, callbacks=[recorder],
-                            **QUIET)
-    final = leaf_weights(model)
+    initial = testing.layer_weights(model)
+    recorder = Callbacks(model)
+    options = dict(scheme=scheme, epochs=2, finetune_epochs=1)
+    history = rae_keras.fit(model, x, batch_size=8, learning_rate=3e-3,
+                            callbacks=[recorder], **options, **QUIET)
+    final = testing.layer_weights(model)
     n = model.num_stages
-    assert list(history) == recorder.names
+    phases = schemes.phases_for(model, TrainConfig(**options))
+    assert list(history) == recorder.names == [p.name for p in phases]
+    assert recorder.seen == [(name, i) for i, name in enumerate(recorder.names)]
+    assert [len(h["loss"]) for h in history.values()] == [p.epochs for p in phases]
+    assert recorder.counts == {"train_begin": len(phases), "train_end": len(phases),
+                               "epoch_end": sum(p.epochs for p in phases)}
+    if scheme in PHASES:
+        assert (recorder.names, recorder.counts["epoch_end"]) == PHASES[scheme]
     assert len(recorder.before) == len(recorder.after) == len(history)
-    assert all(np.isfinite(h["loss"]).all() and len(h["loss"]) == 1 for h in history.values())
+    assert all(np.isfinite(h["loss"]).all() for h in history.values())
     # Phases follow each other: nothing changes the weights between two phases.
     assert identical(_values(initial), _values(recorder.before[0]))
     for end, begin in zip(recorder.after, recorder.before[1:]):
@@ -145,9 +160,12 @@ def losses(history):
     return {phase: (h["loss"], h["val_loss"]) for phase, h in history.items()}
 
 
-@pytest.mark.parametrize("kind, killed_after", [("conv", 3), ("residual", 5)])
-def test_fit_resumed_equals_uninterrupted(tmp_path, kind, killed_after):
-    """recursive_finetune, 2 epochs per phase: checkpoint 3 is mid stage 2, 5 mid finetune."""
+@pytest.mark.slow  # four fits; the fast suite resumes every scheme in check_scheme
+def test_fit_resumed_equals_uninterrupted(tmp_path):
+    """recursive_finetune, 2 epochs per phase, killed after checkpoint 5 (mid finetune),
+    on a model of custom layers. (A ConvAutoencoder killed mid stage or mid fine-tune:
+    check_scheme's resume check, for every scheme, not slow.)"""
+    kind, killed_after = "residual", 5
     x = data(build(kind), n=24)
     val = data(build(kind), n=8, seed=1)
     options = dict(scheme="recursive_finetune", epochs=2, finetune_epochs=2, batch_size=8,
@@ -179,49 +197,7 @@ def test_fit_resumed_equals_uninterrupted(tmp_path, kind, killed_after):
     assert identical(flat_weights(again), flat_weights(fresh))
 
 
-# --------------------------------------------------------------------------- 3. callbacks
-class Counting(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.counts = {"train_begin": 0, "epoch_end": 0, "train_end": 0}
-
-    def on_train_begin(self, logs=None):
-        self.counts["train_begin"] += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        assert np.isfinite(logs["loss"])
-        self.counts["epoch_end"] += 1
-
-    def on_train_end(self, logs=None):
-        self.counts["train_end"] += 1
-
-
-class Phases(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_phase_begin(self, name, index):
-        self.seen.append((name, index))
-
-
-@pytest.mark.parametrize("scheme, phases, epochs_run", [
-    ("recursive", ["stage_1", "stage_2"], 4),
-    ("recursive_finetune", ["stage_1", "stage_2", "finetune"], 5),
-    ("recursive_interleaved", ["interleaved"], 2),
-])
-def test_callbacks_see_every_phase(scheme, phases, epochs_run):
-    model = build("dense")
-    counting, named = Counting(), Phases()
-    history = rae_keras.fit(model, data(model), scheme=scheme, epochs=2, finetune_epochs=1,
-                            batch_size=8, callbacks=[counting, named], **QUIET)
-    assert counting.counts == {"train_begin": len(phases), "epoch_end": epochs_run,
-                               "train_end": len(phases)}
-    assert named.seen == [(name, i) for i, name in enumerate(phases)]
-    assert list(history) == phases
-
-
-# --------------------------------------------------------------------------- 4. load
+# --------------------------------------------------------------------------- 3. load
 @pytest.mark.parametrize("kind", ["conv", "dense"])
 def test_load_predicts_what_the_saved_model_serves(tmp_path, kind):
     model = build(kind)
@@ -269,7 +245,7 @@ def test_load_of_a_run_dir_and_of_a_keras_file_agree(tmp_path):
         rae_keras.load(str(tmp_path / "nothing.keras"))
 
 
-# --------------------------------------------------------------------------- 5. bad input
+# --------------------------------------------------------------------------- 4. bad input
 def one_line(error):
     return "\n" not in str(error.value)
 
@@ -341,21 +317,20 @@ def test_a_run_dir_of_other_data_is_refused_unless_overwrite(tmp_path):
     assert identical(flat_weights(again), flat_weights(fresh))
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_a_dataset_trains_like_the_same_array(batched):
-    model = build("residual")
-    x = data(model, n=20)
-    dataset = tf.data.Dataset.from_tensor_slices(x)
-    dataset = dataset.batch(6) if batched else dataset
-    val = data(model, n=6, seed=1)
+def test_a_dataset_trains_like_the_same_array():
+    """Unbatched and batched (in other batches than fit's) datasets alike."""
+    x, val = data(build("residual"), n=20), data(build("residual"), n=6, seed=1)
     options = dict(scheme="recursive", epochs=2, batch_size=8, **QUIET)
-    from_dataset = rae_keras.fit(model, dataset,
-                                 validation_data=tf.data.Dataset.from_tensor_slices(val),
-                                 **options)
     twin = build("residual")
     from_array = rae_keras.fit(twin, x, validation_data=val, **options)
-    assert losses(from_dataset) == losses(from_array)
-    assert identical(flat_weights(model), flat_weights(twin))
+    for dataset in (tf.data.Dataset.from_tensor_slices(x),
+                    tf.data.Dataset.from_tensor_slices(x).batch(6)):
+        model = build("residual")
+        from_dataset = rae_keras.fit(model, dataset,
+                                     validation_data=tf.data.Dataset.from_tensor_slices(val),
+                                     **options)
+        assert losses(from_dataset) == losses(from_array), dataset.element_spec
+        assert identical(flat_weights(model), flat_weights(twin)), dataset.element_spec
 
 
 @pytest.mark.parametrize("kind", ["conv_3_stages", "dense_1_stage"])

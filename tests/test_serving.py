@@ -1,7 +1,9 @@
 """The serving export: signatures, numerics, plain-TF loading, bytes, TFLite, atomicity.
 
-One export per model for the whole module (module-scoped fixtures); the failure tests
-make their own small exports without TFLite unless the failure is in TFLite.
+One export per model for the whole module (module-scoped fixtures). The failure tests
+start from a copy of the gray export where they need a version 1 already there, and
+fake the TFLite conversions that succeed before the injected failure (the real
+conversion is tested on the module's exports).
 """
 
 import base64
@@ -9,6 +11,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -353,12 +356,27 @@ def _leftovers(root):
     return [p for p in _listing(root) if ".tmp-" in p]
 
 
+def _copy_of(export, base):
+    """A copy of a module export's base (version 1 and tflite/1) at `base`: a version
+    1 already there, without exporting it again."""
+    shutil.copytree(export.base, base)
+    return str(base)
+
+
 def test_next_version_and_refusal(tmp_path):
     base = str(tmp_path / "exported" / "m")
     assert serving.next_version(base) == 1
     ae, config = _autoencoder(GRAY), _config(GRAY)
-    first = serving.export_model(ae, base, config, tflite=False)
+    # A stale tflite/1 (no SavedModel 1) takes version 1 too; overwriting without TFLite
+    # drops it, since it could never belong to the new version.
+    stale = serving.tflite_dir(base, 1)
+    os.makedirs(stale)
+    open(os.path.join(stale, "float32.tflite"), "wb").close()
+    with pytest.raises(serving.ExportError, match="already exists"):
+        serving.export_model(ae, base, config, version=1)
+    first = serving.export_model(ae, base, config, version=1, overwrite=True, tflite=False)
     assert first == os.path.join(os.path.abspath(base), "1")
+    assert not os.path.exists(stale)
     os.makedirs(os.path.join(base, "7"))  # e.g. copied in by hand
     assert serving.next_version(base) == 8
     marker = os.path.join(base, "1", "marker")
@@ -385,19 +403,17 @@ def test_failure_in_saved_model_leaves_nothing(tmp_path, monkeypatch):
     assert _listing(str(tmp_path)) == []
 
 
-def test_failure_in_tflite_leaves_nothing(tmp_path, monkeypatch):
-    base = str(tmp_path / "exported" / "m")
-    ae, config = _autoencoder(GRAY), _config(GRAY)
-    serving.export_model(ae, base, config, tflite=False)  # version 1 exists and survives
+def test_failure_in_tflite_leaves_nothing(gray, tmp_path, monkeypatch):
+    base = _copy_of(gray, tmp_path / "exported" / "m")  # version 1 exists and survives
+    ae, config = gray.ae, gray.config
     before = _listing(base)
     calls = []
-    real = serving.convert_tflite
 
     def fail_second(*args, **kwargs):
         calls.append(args)
         if len(calls) == 2:  # float32.tflite is written, float16 fails
             raise RuntimeError("converter crashed (injected)")
-        return real(*args, **kwargs)
+        return b"a converted float32 model"
 
     monkeypatch.setattr(serving, "convert_tflite", fail_second)
     with pytest.raises(serving.ExportError, match="version 2.*injected"):
@@ -407,10 +423,9 @@ def test_failure_in_tflite_leaves_nothing(tmp_path, monkeypatch):
     assert serving.next_version(base) == 2
 
 
-def test_failure_while_overwriting_keeps_the_old_version(tmp_path, monkeypatch):
-    base = str(tmp_path / "m")
-    ae, config = _autoencoder(GRAY), _config(GRAY)
-    serving.export_model(ae, base, config, tflite=False)
+def test_failure_while_overwriting_keeps_the_old_version(gray, tmp_path, monkeypatch):
+    base = _copy_of(gray, tmp_path / "m")
+    ae, config = gray.ae, gray.config
     marker = os.path.join(base, "1", "marker")
     open(marker, "w").close()
     monkeypatch.setattr(serving, "write_rae_config",
@@ -577,16 +592,3 @@ def test_normalized_models_export_in_inference_mode(tmp_path, normalization):
         want = np.asarray(m(x, training=False))
         got = loaded.signatures[name](images=tf.constant(x))
         np.testing.assert_allclose(next(iter(got.values())).numpy(), want, atol=1e-5, rtol=0)
-
-
-def test_overwrite_without_tflite_drops_the_stale_tflite(tmp_path):
-    base = str(tmp_path / "m")
-    ae, config = _autoencoder(GRAY), _config(GRAY)
-    stale = serving.tflite_dir(base, 1)
-    os.makedirs(stale)
-    open(os.path.join(stale, "float32.tflite"), "wb").close()
-    with pytest.raises(serving.ExportError, match="already exists"):
-        serving.export_model(ae, base, config, version=1)  # tflite/1 is taken
-    serving.export_model(ae, base, config, version=1, overwrite=True, tflite=False)
-    assert not os.path.exists(stale)
-    assert _leftovers(base) == []
