@@ -128,7 +128,7 @@ def _sha256(path: str) -> str:
 def _build(listing: Listing, indices, config: DataConfig, entry: Entry) -> dict:
     """Decodes the chosen items into a temporary directory, then renames it into place."""
     root = os.path.dirname(entry.path)
-    tmp = None
+    tmp, found = None, _inode(entry.path)  # what this build replaces
     try:
         os.makedirs(root, exist_ok=True)
         _remove_abandoned(entry)
@@ -140,8 +140,7 @@ def _build(listing: Listing, indices, config: DataConfig, entry: Entry) -> dict:
                     "skipped": sorted(set(range(len(indices))) - set(kept))}
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f)
-        _install(tmp, entry.path)
-        return manifest
+        return _install(tmp, entry, manifest, found)
     except (OSError, tf.errors.OpError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
@@ -184,8 +183,19 @@ def _write_record(writer: tf.io.TFRecordWriter, image: np.ndarray) -> None:
     writer.write(image.tobytes())
 
 
-def _install(tmp: str, path: str) -> None:
-    """Swaps the finished entry in: rename is atomic, so readers see old or new."""
+def _install(tmp: str, entry: Entry, manifest: dict, found: Optional[int]) -> dict:
+    """Swaps the finished entry in (rename is atomic: readers see old or new) and returns
+    its manifest. When another process (a worker of the same run) installed the same
+    key since this build began, its entry is kept: it may already be reading it."""
+    path = entry.path
+    if _inode(path) not in (None, found):
+        try:
+            with open(os.path.join(path, MANIFEST)) as f:
+                theirs = json.load(f)
+            if theirs.get("key") == entry.key:
+                return theirs
+        except (OSError, ValueError):
+            pass
     old = None
     if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=f"{os.path.basename(path)}.old-",
@@ -194,6 +204,14 @@ def _install(tmp: str, path: str) -> None:
     os.rename(tmp, path)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def _inode(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _remove_abandoned(entry: Entry) -> None:

@@ -60,11 +60,14 @@ class DistributedLoop:
             callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int = 2
             ) -> Dict[str, float]:
         """Like `Model.fit(dataset, epochs=..., initial_epoch=..., steps_per_epoch=...)`:
-        `dataset` yields the batches of epochs initial_epoch..epochs-1 in order."""
+        `dataset` yields the batches of epochs initial_epoch..epochs-1 in order; or it is
+        a function of a `tf.distribute.InputContext` giving each worker's own batches."""
         callback_list = keras.callbacks.CallbackList(
             list(callbacks), add_history=False, add_progbar=verbose != 0, verbose=verbose,
             epochs=epochs, steps=steps_per_epoch, model=self.trainer)
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        iterator = iter(self.strategy.distribute_datasets_from_function(dataset)
+                        if callable(dataset)
+                        else self.strategy.experimental_distribute_dataset(dataset))
         logs: Dict[str, float] = {}
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):

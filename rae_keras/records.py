@@ -99,9 +99,22 @@ class RecordSet:
                             (-1,) + self.shape)
         return preprocessing.from_uint8(values) if self.dtype == "uint8" else values
 
+    def for_worker(self, index: int, workers: int) -> "RecordSet":
+        """The shards worker `index` of `workers` reads: every workers-th one."""
+        return RecordSet(self.paths[index::workers], self.counts[index::workers], self.shape,
+                         self.dtype, self._fingerprint)
+
+    def worker_steps(self, global_batch: int, workers: int) -> int:
+        """Steps per epoch that every worker can feed from its own shards (they must all
+        take the same number: each step is a collective)."""
+        return min(sum(self.counts[w::workers]) // (global_batch // workers)
+                   for w in range(workers))
+
     def epoch_batches(self, batch_size: int, *, seed: int, first_epoch: int, epochs: int,
-                      drop_remainder: bool = False) -> tf.data.Dataset:
-        """Batches for epochs first_epoch..epochs-1 (see the module doc for the shuffle)."""
+                      drop_remainder: bool = False, steps: Optional[int] = None
+                      ) -> tf.data.Dataset:
+        """Batches for epochs first_epoch..epochs-1 (see the module doc for the shuffle),
+        at most `steps` of them per epoch."""
         paths, window = tf.constant(self.paths or ("",)), self.window
         cycle = max(1, min(CYCLE, len(self.paths)))
         seed = tf.constant(seed, tf.int64)
@@ -119,8 +132,9 @@ class RecordSet:
                     seed=tf.stack([seed, (epoch + 1) * (1 << 32) + index]))
                 return tf.data.Dataset.from_tensor_slices(tf.gather(chunk, perm))
 
-            return (records.batch(window).enumerate().flat_map(mix)
-                    .batch(batch_size, drop_remainder))
+            batches = records.batch(window).enumerate().flat_map(mix).batch(batch_size,
+                                                                             drop_remainder)
+            return batches.take(steps) if steps else batches
 
         return _shard_by_batch(tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
                                .map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)

@@ -10,6 +10,7 @@ killed run resumes exactly where it stopped, and a finished run is not retrained
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -226,6 +227,12 @@ class _PhaseRunner:
         self.drop_remainder = replicas > 1
         self.steps_per_epoch = (len(train_x) // self.global_batch if self.drop_remainder
                                 else math.ceil(len(train_x) / self.global_batch))
+        self.workers = _input_workers(strategy, train_x) if self.custom_loop else 1
+        if self.workers > 1:  # each worker reads its own shards
+            self.steps_per_epoch = train_x.worker_steps(self.global_batch, self.workers)
+            if not self.steps_per_epoch:
+                raise inputs.InputError(f"a worker's shards of the {len(train_x)} training "
+                                        f"samples hold less than its share of one batch")
         name = model.dtype_policy.name
         self.policy = name if name.startswith("mixed") else None
         self.writer = (summaries.summary_writer(run.logs_dir, summaries.run_name(run.path))
@@ -276,13 +283,27 @@ class _PhaseRunner:
         """The batches of the remaining epochs (each epoch's order a function of the
         seed, phase and epoch alone: a resumed run sees the same ones) and validation."""
         train_inputs, val_inputs = self.prefix_cache.inputs_for(phase)
+        seed = self.config.seed * 1000 + index
         train_ds = train_inputs.epoch_batches(
-            self.global_batch, seed=self.config.seed * 1000 + index,
-            first_epoch=initial_epoch, epochs=phase.epochs, drop_remainder=self.drop_remainder)
+            self.global_batch, seed=seed, first_epoch=initial_epoch, epochs=phase.epochs,
+            drop_remainder=self.drop_remainder)
+        if self.workers > 1:
+            train_ds = functools.partial(self._worker_batches, train_inputs, seed, initial_epoch,
+                                         phase.epochs)
         enough = len(val_inputs) >= (self.global_batch if self.drop_remainder else 1)
         val_ds = (val_inputs.batches(self.global_batch, drop_remainder=self.drop_remainder)
                   if enough else None)
         return train_ds, val_ds
+
+    def _worker_batches(self, inputs, seed, first_epoch, epochs, context):
+        """One worker's batches, from its own shards (distribute_datasets_from_function):
+        per-replica batches, steps_per_epoch for each of its replicas every epoch."""
+        per_replica = context.get_per_replica_batch_size(self.global_batch)
+        local = self.global_batch // per_replica // context.num_input_pipelines
+        return inputs.for_worker(context.input_pipeline_id, context.num_input_pipelines
+                                 ).epoch_batches(per_replica, seed=seed, first_epoch=first_epoch,
+                                                 epochs=epochs, drop_remainder=True,
+                                                 steps=self.steps_per_epoch * local)
 
     def _callbacks(self, index: int, phase: Phase, initial_epoch: int) -> list:
         own = [_EpochEnd(self.model, self.run, self.state, index, phase)]
@@ -356,6 +377,14 @@ def describe_phase(model: StagedAutoencoder, phase: Phase) -> str:
         frozen = ", ".join(l.name for l in used if not l.trainable and _runs_in(l, phase)) or "-"
     training = ", ".join(l.name for l in used if l.trainable and _runs_in(l, phase)) or "-"
     return f"{phase.name}: {phase.epochs} epoch(s); training {training}; frozen {frozen}"
+
+
+def _input_workers(strategy: tf.distribute.Strategy, train_x) -> int:
+    """How many workers read their own shards of the training stream: the workers of a
+    multi-worker run on a RecordSet; 1 otherwise (every replica's batch cut from one)."""
+    if not (distribute.is_multi_worker(strategy) and isinstance(train_x, records.RecordSet)):
+        return 1
+    return strategy.num_replicas_in_sync // max(1, len(strategy.extended.worker_devices))
 
 
 def _runs_in(layer: keras.layers.Layer, phase: Phase) -> bool:

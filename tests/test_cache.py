@@ -9,6 +9,7 @@ import errno
 import glob
 import logging
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -224,3 +225,47 @@ def test_streaming_resume_equals_uninterrupted(folder, tmp_path, cache_frozen_pr
     assert want.keys() == got.keys()
     for name in want:
         assert testing.identical(got[name], want[name]), name
+
+
+def test_workers_read_disjoint_shards_and_take_equal_steps(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "SHARD_RECORDS", 4)  # 18 images: shards of 4, 4, 4, 4, 2
+    images = data.stream_splits(_config(folder, test_fraction=0.0), str(tmp_path)).train.images
+    parts = [images.for_worker(w, 2) for w in range(2)]
+    assert [len(p) for p in parts] == [10, 8]
+    assert sorted(map(bytes, np.concatenate([p.to_numpy() for p in parts]))) == \
+        sorted(map(bytes, images.to_numpy()))
+    steps = images.worker_steps(global_batch=6, workers=2)  # 3 per worker: 10 // 3, 8 // 3
+    assert steps == 2
+    for part in parts:
+        batches = list(part.epoch_batches(3, seed=0, first_epoch=0, epochs=2,
+                                          drop_remainder=True, steps=steps))
+        assert [len(b) for b in batches] == [3] * 4
+
+
+def test_a_peer_build_of_the_same_key_is_kept(folder, tmp_path, monkeypatch):
+    """Workers of one run may build the same entry at once; the first one installed is
+    kept (the others may already read it), the later identical build discarded."""
+    cache_dir = str(tmp_path / "cache")
+    config = _config(folder, test_fraction=0.0)
+    data.stream_splits(config, cache_dir)
+    entry_dir = _entries(cache_dir)[0]
+    inode = os.stat(entry_dir).st_ino
+    listing = data.sources.list_source(config)
+    indices = np.arange(len(listing.identities))
+    entry = cache._entry(listing, indices, config, "train-s0-t0-m0", cache_dir)
+    assert entry.path == entry_dir
+    real = cache._write_shards
+
+    def peer_installs_first(ds, directory):
+        written = real(ds, directory)
+        shutil.copytree(entry_dir, entry_dir + ".copy")  # a peer's entry: a new inode
+        shutil.rmtree(entry_dir)
+        os.rename(entry_dir + ".copy", entry_dir)
+        peers.append(os.stat(entry_dir).st_ino)
+        return written
+
+    peers = []
+    monkeypatch.setattr(cache, "_write_shards", peer_installs_first)
+    cache._build(listing, indices, config, entry)
+    assert os.stat(entry_dir).st_ino == peers[0] != inode
+    assert _entries(cache_dir) == [entry_dir]
