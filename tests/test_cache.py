@@ -269,3 +269,13 @@ def test_a_peer_build_of_the_same_key_is_kept(folder, tmp_path, monkeypatch):
     cache._build(listing, indices, config, entry)
     assert os.stat(entry_dir).st_ino == peers[0] != inode
     assert _entries(cache_dir) == [entry_dir]
+
+
+def test_evaluate_reads_the_test_split_from_the_training_cache(folder, tmp_path, monkeypatch):
+    cache_dir = str(tmp_path / "cache")
+    trained = data.stream_splits(_config(folder, max_images=10), cache_dir)
+    monkeypatch.setattr(cache, "_build", lambda *a: pytest.fail("decoded again"))
+    # evaluate's data configuration: max_images is reset, the split kept.
+    test = data.load_splits(_config(folder), cache_dir, which=("test",))
+    assert len(test.train) == 0
+    np.testing.assert_array_equal(test.test.images, trained.test.images.to_numpy())
