@@ -13,6 +13,7 @@ the preprocessing) and every shard's record count, size and sha256:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import glob
@@ -141,10 +142,9 @@ def _build(listing: Listing, indices, config: DataConfig, entry: Entry) -> dict:
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f)
         return _install(tmp, entry, manifest, found)
-    except (OSError, tf.errors.OpError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
-        hint = "free space there" if full else "check that it is writable"
+    except OSError as e:
+        reason = e.strerror or str(e)
+        hint = "free space there" if e.errno == errno.ENOSPC else "check that it is writable"
         raise DataError(f"cannot write the data cache in {root} ({' '.join(reason.split())})"
                         f"; {hint} or pass --cache_dir=PATH (or set ${ENV}); nothing "
                         f"half-written is kept") from None
@@ -159,7 +159,8 @@ def _write_shards(ds: tf.data.Dataset, directory: str):
     shards, kept, writer, count = [], [], None, 0
 
     def finish():
-        writer.close()
+        with _disk_errors():
+            writer.close()
         path = os.path.join(directory, shards[-1]["file"])
         shards[-1].update(count=count, bytes=os.path.getsize(path), sha256=_sha256(path))
 
@@ -169,9 +170,11 @@ def _write_shards(ds: tf.data.Dataset, directory: str):
                 if writer is not None:
                     finish()
                 shards.append({"file": f"shard-{len(shards):05d}.tfrecord"})
-                writer = tf.io.TFRecordWriter(os.path.join(directory, shards[-1]["file"]))
+                with _disk_errors():
+                    writer = tf.io.TFRecordWriter(os.path.join(directory, shards[-1]["file"]))
                 count = 0
-            _write_record(writer, image)
+            with _disk_errors():
+                _write_record(writer, image)
             kept.append(int(position))
             count += 1
     if writer is not None:
@@ -181,6 +184,16 @@ def _write_shards(ds: tf.data.Dataset, directory: str):
 
 def _write_record(writer: tf.io.TFRecordWriter, image: np.ndarray) -> None:
     writer.write(image.tobytes())
+
+
+@contextlib.contextmanager
+def _disk_errors():
+    """TensorFlow's file errors (a full disk while writing a record) as OSError."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        full = "no space left" in e.message.lower()
+        raise OSError(errno.ENOSPC if full else errno.EIO, " ".join(e.message.split())) from e
 
 
 def _install(tmp: str, entry: Entry, manifest: dict, found: Optional[int]) -> dict:
