@@ -129,6 +129,34 @@ def load_weights(autoencoder: StagedAutoencoder, path: str) -> None:
         raise Unusable(f"{WEIGHTS} holds non-finite weights")
 
 
+def remember_keras_skipsets() -> None:
+    """Makes Keras' weight saving reuse its attribute skip sets.
+
+    Keras (3.x `saving_lib.get_attr_skipset`) caches each type's skip set under
+    "saving_attr_skipset_<type>" but looks it up under "saving_attr_skiplist_<type>", so
+    every `save_weights` builds throwaway reference layers again: most of a small
+    model's checkpoint time. The same sets, stored under the key it reads, change no
+    file. Keras keeps them per thread: call this in the thread that saves.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+    except ImportError:  # another Keras layout: nothing to fix
+        return
+    for obj_type in _SKIPSET_TYPES:
+        key = f"saving_attr_skiplist_{obj_type}"
+        if global_state.get_global_attribute(key) is None:
+            try:
+                skipset = saving_lib.get_attr_skipset(obj_type)
+            except Exception:  # a type this Keras does not know: leave it to Keras
+                continue
+            global_state.set_global_attribute(key, skipset)
+
+
+_SKIPSET_TYPES = ("Layer", "Functional", "Sequential", "Operation", "Optimizer", "Metric",
+                  "Loss")
+
+
 def load_optimizer(path: str) -> List[np.ndarray]:
     with np.load(path, allow_pickle=False) as saved:
         return [saved[key] for key in sorted(saved.files)]

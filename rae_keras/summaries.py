@@ -44,24 +44,30 @@ def summary_writer(logs_dir: str, name: str) -> tf.summary.SummaryWriter:
 
 
 class PhaseSummaries(keras.callbacks.Callback):
-    """Writes, after every epoch of one phase, at step = the epoch over the whole run
-    (`global_epoch_offset` epochs before this phase, plus the epoch within it):
-    `loss/<phase>` and `val_loss/<phase>`, `reconstruction/<phase>` (originals above the
+    """Writes, at step = the epoch over the whole run (`global_epoch_offset` epochs
+    before this phase, plus the epoch within it): after every epoch of one phase
+    `loss/<phase>` and `val_loss/<phase>`; after its last epoch (`last_epoch`, 0-based;
+    None: every epoch) the image grids `reconstruction/<phase>` (originals above the
     phase's reconstructions) and, when `depth_models` is given, `depths/<phase>`
-    (originals, then one row per depth)."""
+    (originals, then one row per depth). Grids once per phase keep a recursive
+    schedule's epochs (one per stage) as cheap as a stacked one's."""
 
     def __init__(self, writer: tf.summary.SummaryWriter, phase: str, images: np.ndarray,
                  image_model: keras.Model, depth_models: Sequence[keras.Model] = (),
-                 global_epoch_offset: int = 0):
+                 global_epoch_offset: int = 0, last_epoch: Optional[int] = None):
         super().__init__()
         self.writer = writer
         self.phase = phase
         self.images = np.asarray(images, np.float32)
         self.global_epoch_offset = global_epoch_offset
+        self.last_epoch = last_epoch
         self.show_depths = bool(depth_models)
-        models = [image_model] + list(depth_models)
-        # One traced call renders every row (eager calls per model cost more than the math).
-        self._render = tf.function(lambda x: [m(x, training=False) for m in models])
+        self._models = [image_model] + list(depth_models)
+
+    def _render(self, images: np.ndarray) -> list:
+        """Every row's images. Eager: a grid drawn once per phase is cheaper than
+        tracing a function for it."""
+        return [m(images, training=False) for m in self._models]
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, float]] = None) -> None:
         logs = logs or {}
@@ -70,8 +76,9 @@ class PhaseSummaries(keras.callbacks.Callback):
             for key in ("loss", "val_loss"):
                 if key in logs:
                     tf.summary.scalar(f"{key}/{self.phase}", logs[key], step=step)
-            if len(self.images):
-                reconstruction, *depths = [r.numpy() for r in self._render(self.images)]
+            if len(self.images) and self.last_epoch in (None, epoch):
+                reconstruction, *depths = [keras.ops.convert_to_numpy(r)
+                                           for r in self._render(self.images)]
                 tf.summary.image(f"reconstruction/{self.phase}",
                                  image_grid([self.images, reconstruction])[None], step=step)
                 if self.show_depths:

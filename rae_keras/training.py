@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from rae_keras import data as data_lib
-from rae_keras import distribute, inputs, records
+from rae_keras import checkpoints, distribute, inputs, records
 from rae_keras.config import (ARRAYS, ConfigError, DataConfig, ModelConfig, RunConfig,
                               TrainConfig)
 from rae_keras.loops import DistributedLoop
@@ -312,7 +312,8 @@ class _PhaseRunner:
             own.append(PhaseSummaries(
                 self.writer, phase.name, self.summary_images,
                 self.model.depth_model(phase.depth), [self.model.depth_model(k) for k in depths],
-                global_epoch_offset=self.state.epochs_done - initial_epoch))
+                global_epoch_offset=self.state.epochs_done - initial_epoch,
+                last_epoch=phase.epochs - 1))
         return own + self.callbacks
 
     def close(self) -> None:
@@ -344,6 +345,7 @@ class _EpochEnd(keras.callbacks.Callback):
         self.state.record_epoch(self.phase_index, self.phase.name, logs or {},
                                 time.perf_counter() - self._started)
         if self.run:
+            checkpoints.remember_keras_skipsets()
             self.run.save_checkpoint(self.autoencoder, self.state,
                                      self.model.optimizer_variables())
 

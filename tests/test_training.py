@@ -69,14 +69,20 @@ def test_other_configuration_is_refused_unless_overwrite(tmp_path):
 
 
 def test_tensorboard_has_losses_per_stage_and_image_grids(tmp_path):
-    run, _, _ = testing.train(testing.tiny_config(tmp_path / "run", filters=(4, 8)))
-    tags = set()
+    config = testing.tiny_config(tmp_path / "run", filters=(4, 8))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
+    run, _, _ = testing.train(config)
+    steps = {}
     for event_file in glob.glob(os.path.join(run.logs_dir, "**", "events.out.tfevents.*"),
                                 recursive=True):
         for event in tf.compat.v1.train.summary_iterator(event_file):
-            tags.update(value.tag for value in event.summary.value)
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
     assert {"loss/stage_1", "loss/stage_2", "val_loss/stage_2",
-            "reconstruction/stage_1", "depths/stage_2"} <= tags
+            "reconstruction/stage_1", "depths/stage_2"} <= set(steps)
+    assert sorted(steps["loss/stage_2"]) == [3, 4]  # every epoch, counted over the run
+    # image grids once per stage, at its last epoch
+    assert steps["reconstruction/stage_1"] == [2] and steps["depths/stage_2"] == [4]
 
 
 def test_cosine_schedule_decays_each_phase_to_zero(tmp_path):
@@ -108,3 +114,27 @@ def test_cosine_schedule_spans_each_phase(tmp_path, monkeypatch):
     made.clear()
     testing.train(testing.tiny_config(tmp_path / "c", epochs=2, filters=(4, 8)), splits)
     assert made == [None, None]
+
+
+def test_saving_with_remembered_skipsets_writes_the_same_weights_file(tmp_path):
+    import h5py
+
+    from rae_keras import checkpoints
+
+    def contents(path):
+        found = []
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: found.append(
+                (name, sorted(item.attrs.items()),
+                 item[()].tobytes() if isinstance(item, h5py.Dataset) else None)))
+        return found
+
+    from keras.src.backend.common import global_state
+
+    for obj_type in checkpoints._SKIPSET_TYPES:  # as Keras has them: not remembered
+        global_state.set_global_attribute(f"saving_attr_skiplist_{obj_type}", None)
+    model = testing.tiny_autoencoder().full_model()
+    model.save_weights(str(tmp_path / "keras.weights.h5"))
+    checkpoints.remember_keras_skipsets()
+    model.save_weights(str(tmp_path / "remembered.weights.h5"))
+    assert contents(tmp_path / "keras.weights.h5") == contents(tmp_path / "remembered.weights.h5")
