@@ -5,7 +5,9 @@
     python tools/benchmark.py --data_dir=/work/shared/data/lfw-deepfunneled-dev --max_images=4096
     python tools/benchmark.py --data_dir=... --cache_frozen_prefix --steps_per_execution=8
 
-One process, one data set (loaded before any timing, never counted), one network and
+Rows a-d: one process, one data set (loaded before any timing, never counted; a folder
+or data set is read as `python -m rae_keras.train` reads it, streamed from its image
+cache in --cache_dir or a temporary one), one network and
 one batch size for every row:
 
   a   plain Keras: `ConvAutoencoder(...)` compiled with Adam + "mse", fitted
@@ -18,11 +20,34 @@ one batch size for every row:
       epochs per stage. Its throughput is (E x N) / time, i.e. one *schedule epoch*
       (an epoch of every stage) counts N images, so c/b compares the recursive
       schedule with stacked training for the same number of epochs.
-  d1  the pipeline training consumes: `data.epoch_batches(...)` (what `rae_keras.fit`
-      feeds Keras `fit`) iterated with no model.
+  d1  the pipeline training consumes: the training set's `epoch_batches(...)` (what
+      `rae_keras.fit` feeds Keras `fit`: streamed from the image cache for a folder or
+      data set, as `python -m rae_keras.train` reads it) iterated with no model.
   d2  (folder source only) decoding the JPEG files into model inputs, as loading does
       (`preprocessing.preprocess_bytes` in a parallel tf.data map). It runs once at
       load time, not every epoch.
+
+Whole-process rows (opt in with --rows; each runs `python -m rae_keras.train` with the
+benchmark's network, data and speed flags, or a plain Keras script, as a child process,
+timed from outside; peak RSS is the child's own high-water mark from wait4):
+
+  memory    peak RSS of one stacked epoch at --memory_sizes training images (0: all),
+            each from a cold image cache (targets: <= 2 GB at the first; the last adds
+            <= 0.5 GB).
+  flat      the same on a synthetic folder of small PNGs written here (>= 100,000 by
+            default, --flat_sizes), with a small network: memory must stay flat
+            (largest / smallest <= 1.1).
+  plain     rae_keras train from a cold cache (w1), then from the warm cache (w2), against
+            a plain Keras fit of the same network on the same files with a minimal
+            tf.data pipeline (w3): w3/w2 >= 0.95 (whole-process time).
+  marginal  recursive and stacked training, 1 and --marginal_epochs epochs each, warm
+            cache: the recursive marginal epoch (every stage once) <= 1.1 x stacked's,
+            wall and CPU (loading and start-up cancel in the differences).
+
+    python tools/benchmark.py --config=configs/seed_lfw128.cfg --data_dir=DIR \
+        --rows=d,memory,flat,plain --epochs=1 --max_images=3072
+    python tools/benchmark.py --data_dir=DIR --max_images=3072 --cache_frozen_prefix \
+        --steps_per_execution=8 --rows=marginal
 
 Every training row validates on the held-out split each epoch when it is non-empty
 (rae_keras does; row a is given the same validation data so a and b do the same work).
@@ -81,6 +106,10 @@ DEFAULT_CONFIG = os.path.join(ROOT, "configs", "lfw64.cfg")
 TARGET_B_OVER_A = 0.95  # rae_keras stacked img/s >= 0.95 x plain Keras
 TARGET_C_OVER_B_TIME = 1.10  # recursive schedule time <= 1.1 x stacked, same epochs
 TARGET_D_OVER_B = 3.0  # input pipeline img/s >= 3 x stacked training
+TARGET_PLAIN_OVER_RAE = 0.95  # plain Keras whole-process time >= 0.95 x rae_keras'
+TARGET_RSS_MB = 2048.0  # peak RSS, one seed-network epoch on 1,000 images
+TARGET_RSS_ADDED_MB = 512.0  # ... and what every training image adds to it
+TARGET_FLAT = 1.10  # peak RSS at 100,000+ small images / at 10,000
 
 
 # ---------------------------------------------------------------------------
@@ -94,12 +123,17 @@ CONFIG_FLAGS = ("crop", "image_size", "channels", "filters", "kernel_sizes",
                 "decoder_kernel_sizes", "activation", "normalization", "kernel_initializer",
                 "batch_size", "learning_rate", "test_fraction", "seed", "summary_images")
 ROWS = ("a", "b", "c", "d")
+# Whole-process rows (child processes; opt in with --rows): peak memory, synthetic flat
+# memory, rae_keras vs plain Keras (cold and warm cache), the recursive marginal epoch.
+WHOLE_ROWS = ("memory", "flat", "plain", "marginal")
 
 flags.DEFINE_string("config", DEFAULT_CONFIG,
                     "benchmark: a flagfile whose network, data and batch flags are the "
                     "defaults (configs/lfw64.cfg; empty: none). --flagfile applies a whole "
                     "file instead.")
-flags.DEFINE_list("rows", list(ROWS), "benchmark: rows to run, from a,b,c,d.")
+flags.DEFINE_list("rows", list(ROWS),
+                  f"benchmark: rows to run, from {','.join(ROWS + WHOLE_ROWS)} (the last four "
+                  "run `python -m rae_keras.train` as child processes).")
 flags.DEFINE_integer("repeats", 1,
                      "benchmark: run rows a, b, c this many times, interleaved; report the "
                      "best (least time) of each (all repeats are listed too).")
@@ -108,9 +142,20 @@ flags.DEFINE_float("pipeline_seconds", 2.0,
 flags.DEFINE_integer("intra_op_threads", 0, "benchmark: 0 = TensorFlow's default.")
 flags.DEFINE_integer("inter_op_threads", 0, "benchmark: 0 = TensorFlow's default.")
 flags.DEFINE_bool("keep_runs", False, "benchmark: keep the temporary run directories.")
+flags.DEFINE_list("memory_sizes", ["1000", "5000", "0"],
+                  "benchmark, row memory: training images of each run (0: all).")
+flags.DEFINE_list("flat_sizes", ["10000", "100000"],
+                  "benchmark, row flat: synthetic training images of each run.")
+flags.DEFINE_integer("flat_image_size", 32, "benchmark, row flat: synthetic image size.")
+flags.DEFINE_integer("marginal_epochs", 3,
+                     "benchmark, row marginal: the longer run's epochs (the other has 1).")
+flags.DEFINE_string("plain_fit_child", None,
+                    "benchmark (internal): run the plain Keras child of row plain.")
 FLAGS = flags.FLAGS
 _OWN_FLAGS = (("benchmark", ("config", "rows", "repeats", "pipeline_seconds",
-                             "intra_op_threads", "inter_op_threads", "keep_runs")),)
+                             "intra_op_threads", "inter_op_threads", "keep_runs",
+                             "memory_sizes", "flat_sizes", "flat_image_size",
+                             "marginal_epochs")),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +169,10 @@ class Options:
     intra_op_threads: int
     inter_op_threads: int
     keep_runs: bool
+    memory_sizes: Tuple[int, ...] = (1000, 5000, 0)
+    flat_sizes: Tuple[int, ...] = (10000, 100000)
+    flat_image_size: int = 32
+    marginal_epochs: int = 3
 
     @property
     def epochs(self) -> int:
@@ -147,11 +196,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     defaults = _config_defaults(FLAGS.config) if FLAGS.config else []
     FLAGS.unparse_flags()
     flags_lib.parse_flags_or_exit([program, *DEFAULT_ARGS, *defaults, *argv], _OWN_FLAGS)
-    unknown_rows = set(FLAGS.rows) - set(ROWS)
+    unknown_rows = set(FLAGS.rows) - set(ROWS + WHOLE_ROWS)
     if unknown_rows:
-        raise SystemExit(f"error: --rows: unknown {sorted(unknown_rows)}; use a,b,c,d")
+        raise SystemExit(f"error: --rows: unknown {sorted(unknown_rows)}; use "
+                         f"{','.join(ROWS + WHOLE_ROWS)}")
     if FLAGS.repeats < 1:
         raise SystemExit("error: --repeats must be >= 1")
+    try:
+        memory_sizes = tuple(int(v) for v in FLAGS.memory_sizes)
+        flat_sizes = tuple(sorted(int(v) for v in FLAGS.flat_sizes))
+    except ValueError:
+        raise SystemExit("error: --memory_sizes and --flat_sizes take integers") from None
+    if FLAGS.marginal_epochs < 2:
+        raise SystemExit("error: --marginal_epochs must be >= 2")
     synthetic = not (FLAGS.data_dir or FLAGS["dataset"].present)
     try:
         config = flags_lib.run_config_from_flags()
@@ -163,7 +220,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     return Options(config=config, synthetic=synthetic, rows=tuple(FLAGS.rows),
                    repeats=FLAGS.repeats, pipeline_seconds=FLAGS.pipeline_seconds,
                    intra_op_threads=FLAGS.intra_op_threads,
-                   inter_op_threads=FLAGS.inter_op_threads, keep_runs=FLAGS.keep_runs)
+                   inter_op_threads=FLAGS.inter_op_threads, keep_runs=FLAGS.keep_runs,
+                   memory_sizes=memory_sizes, flat_sizes=flat_sizes,
+                   flat_image_size=FLAGS.flat_image_size,
+                   marginal_epochs=FLAGS.marginal_epochs)
 
 
 # ---------------------------------------------------------------------------
@@ -190,14 +250,15 @@ def synthetic_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
     return out
 
 
-def load_data(opts: Options):
-    """(DataSplits, description): the flags' data set through rae_keras' own loader,
-    or synthetic images."""
+def load_data(opts: Options, cache_dir: Optional[str] = None):
+    """(DataSplits, description): the flags' data set as `python -m rae_keras.train`
+    reads it (streamed from the image cache in `cache_dir`, built if needed), or
+    synthetic images in memory."""
     from rae_keras import data as data_lib
 
     data = opts.config.data
     if not opts.synthetic:
-        splits = data_lib.load_splits(data)
+        splits = data_lib.stream_splits(data, cache_dir=cache_dir)
         where = f"folder {data.data_dir}" if data.dataset == "folder" else data.dataset
         return splits, f"{where} ({len(splits.skipped)} files skipped)"
     n_train = data.max_images or 2048
@@ -463,13 +524,12 @@ def row_d1(opts: Options, splits, batching: Batching, min_seconds: float = 2.0) 
     """The pipeline training consumes, iterated with no model: E epochs, repeated (a
     fresh iterator each time, as every `fit` makes) until min_seconds have passed, since
     with prefetching a short run mostly measures the buffer."""
-    from rae_keras import data as data_lib
+    from rae_keras import records
 
     cpu, start = time.process_time(), time.perf_counter()
-    ds = data_lib.epoch_batches(splits.train.images, batching.global_batch,
-                                seed=opts.config.train.seed * 1000, first_epoch=0,
-                                epochs=opts.epochs,
-                                drop_remainder=batching.drop_remainder)
+    ds = records.as_image_set(splits.train.images).epoch_batches(
+        batching.global_batch, seed=opts.config.train.seed * 1000, first_epoch=0,
+        epochs=opts.epochs, drop_remainder=batching.drop_remainder)
     iterate_from = time.perf_counter()
     batches, passes = 0, 0
     while passes < 1 or (time.perf_counter() - iterate_from < min_seconds and passes < 100):
@@ -481,8 +541,10 @@ def row_d1(opts: Options, splits, batching: Batching, min_seconds: float = 2.0) 
         raise RuntimeError(f"epoch_batches gave {batches} batches in {passes} passes, "
                            f"expected {batching.steps_per_epoch * opts.epochs} per pass")
     epochs = passes * opts.epochs
-    return Row("d1", "input pipeline alone: `data.epoch_batches`, what training consumes "
-               "(in memory, no model)", batching.images_per_epoch, epochs,
+    where = ("in memory" if isinstance(splits.train.images, np.ndarray)
+             else "streamed from the warm image cache")
+    return Row("d1", f"input pipeline alone: `epoch_batches`, what training consumes "
+               f"({where}, no model)", batching.images_per_epoch, epochs,
                end - start, end - iterate_from, epochs, cpu_s=time.process_time() - cpu,
                note=f"{passes} pass(es) over {opts.epochs} epochs; steady = iteration only, "
                     f"wall adds building the dataset (a copy of the images)")
@@ -516,6 +578,310 @@ def row_d2(opts: Options, splits, batching: Batching) -> Row:
                count, 1, end - start, end - iterate_from, 1.0, cpu_s=time.process_time() - cpu,
                note="steady = the one pass without building the dataset; the loader "
                     "has just read these files, so they come from the OS cache")
+
+
+# ---------------------------------------------------------------------------
+# Whole-process rows: child processes, timed and measured from outside
+
+
+@dataclasses.dataclass
+class Process:
+    """One child process: its wall and CPU seconds and its peak resident memory."""
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float  # the child's own high-water mark (wait4's ru_maxrss)
+    output: str
+
+    @property
+    def train_images(self) -> Optional[int]:
+        """The training images `python -m rae_keras.train` reported loading."""
+        for line in self.output.splitlines():
+            if line.startswith("data: ") and " training and " in line:
+                return int(line.split()[1])
+        return None
+
+
+def run_process(command: Sequence[str]) -> Process:
+    """Runs `command` from the repository root; its wall time, CPU time and peak RSS
+    (the whole process, as the kernel counts it). A failure is an error with its
+    output's tail."""
+    import subprocess
+
+    with tempfile.TemporaryFile() as output:
+        start = time.perf_counter()
+        child = subprocess.Popen(list(command), cwd=ROOT, stdout=output,
+                                 stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read().decode("utf-8", "replace")
+    if child.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n"
+                           f"{text[-3000:]}")
+    return Process(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, text)
+
+
+# The flags a training child takes from the benchmark's command line (the network, the
+# data, the batch and the speed settings); each row adds its own.
+CHILD_FLAGS = CONFIG_FLAGS + ("data_dir", "tfds_name", "tfds_data_dir",
+                              "mixed_precision", "cache_frozen_prefix",
+                              "steps_per_execution", "learning_rate_schedule", "strategy",
+                              "cpu_devices")
+
+
+def child_flags(opts: Options, overrides: Sequence[str] = ()) -> List[str]:
+    """The benchmark's settings as `python -m rae_keras.train` flags, then `overrides`."""
+    own = [s for s in (FLAGS[name].serialize() for name in CHILD_FLAGS) if s]
+    return own + [f"--dataset={opts.config.data.dataset}", *overrides]
+
+
+def train_process(opts: Options, workdir: str, cache_dir: str, *, max_images: int,
+                  scheme: str = "stacked",
+                  epochs: int = 1, flags_: Sequence[str] = ()) -> Process:
+    """`python -m rae_keras.train` with the benchmark's settings in a fresh run directory
+    (no export), reading and building the image cache in `cache_dir`."""
+    model_dir = tempfile.mkdtemp(prefix=f"{scheme}_e{epochs}_", dir=workdir)
+    try:
+        return run_process([
+            sys.executable, "-m", "rae_keras.train",
+            *child_flags(opts, [*flags_, f"--max_images={max_images}", f"--scheme={scheme}",
+                          f"--epochs={epochs}", "--finetune_epochs=0", "--name=benchmark",
+                          f"--model_dir={model_dir}", "--export_dir=", "--notflite",
+                          f"--cache_dir={cache_dir}"])])
+    finally:
+        shutil.rmtree(model_dir, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class WholeRow:
+    key: str
+    what: str
+    images: Optional[int]  # training images
+    process: Process
+
+    def line(self) -> str:
+        p = self.process
+        return (f"| {self.key} | {self.what} | {_fmt(self.images)} | {p.wall_s:.1f} | "
+                f"{p.cpu_s:.1f} | {p.peak_rss_mb:,.0f} |")
+
+
+def whole_memory(opts: Options, workdir: str) -> List[WholeRow]:
+    """Peak RSS of one stacked epoch at each --memory_sizes (0: every training image),
+    each from a cold cache (the process decodes and caches its images)."""
+    rows = []
+    for size in opts.memory_sizes:
+        cache_dir = tempfile.mkdtemp(prefix="cache_", dir=workdir)
+        process = train_process(opts, workdir, cache_dir, max_images=size)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        rows.append(WholeRow(f"m{len(rows) + 1}", f"peak RSS, one stacked epoch, "
+                             f"{'all' if size == 0 else f'{size:,}'} images, cold cache",
+                             process.train_images, process))
+    return rows
+
+
+def write_synthetic_folder(directory: str, count: int, size: int, seed: int = 0,
+                           per_identity: int = 10) -> None:
+    """`count` small PNGs (smooth random blobs, `synthetic_images`), `per_identity`
+    files per identity (flat folder: identity_NNNN.png), written as fast as Python can."""
+    import zlib
+
+    def png(pixels: np.ndarray) -> bytes:  # minimal RGB PNG, no filter
+        import struct
+
+        h, w, _ = pixels.shape
+        raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(h))
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            body = kind + data
+            return struct.pack(">I", len(data)) + body + struct.pack(
+                ">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0,
+                                                                  0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
+
+    os.makedirs(directory, exist_ok=True)
+    chunk_size = 1024
+    for start in range(0, count, chunk_size):
+        n = min(chunk_size, count - start)
+        images = (synthetic_images(n, size, 3, seed + start) * 255).astype(np.uint8)
+        for i, pixels in enumerate(images):
+            index = start + i
+            name = f"s{index // per_identity:07d}_{index % per_identity + 1:04d}.png"
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(png(pixels))
+
+
+# The flat-memory rows' network: small, for small images.
+FLAT_NETWORK = ("--filters=8,16", "--kernel_sizes=3", "--decoder_kernel_sizes=",
+                "--normalization=none", "--crop=0", "--channels=3", "--dataset=folder",
+                "--steps_per_execution=8")
+
+
+def whole_flat(opts: Options, workdir: str) -> Tuple[List[WholeRow], str]:
+    """Peak RSS of one stacked epoch at each --flat_sizes on a synthetic folder of small
+    PNGs generated here (enough for the largest size after the test identities are
+    held out), each from a cold cache."""
+    test_fraction = opts.config.data.test_fraction
+    total = math.ceil(max(opts.flat_sizes) / (1.0 - test_fraction)) + 10
+    folder = os.path.join(workdir, "synthetic_pngs")
+    started = time.perf_counter()
+    write_synthetic_folder(folder, total, opts.flat_image_size)
+    note = (f"flat rows: {total:,} synthetic {opts.flat_image_size}x{opts.flat_image_size} "
+            f"PNGs written in {time.perf_counter() - started:.1f} s (not timed); network "
+            f"{' '.join(FLAT_NETWORK[:2])}, batch {opts.config.train.batch_size}")
+    rows = []
+    for size in opts.flat_sizes:
+        cache_dir = tempfile.mkdtemp(prefix="cache_", dir=workdir)
+        process = train_process(opts, workdir, cache_dir, max_images=size, flags_=(
+            *FLAT_NETWORK, f"--data_dir={folder}", f"--image_size={opts.flat_image_size}"))
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        rows.append(WholeRow(f"f{len(rows) + 1}", f"peak RSS, one stacked epoch, {size:,} "
+                             f"synthetic {opts.flat_image_size}px images, cold cache",
+                             process.train_images, process))
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows, note
+
+
+def plain_fit_child(spec_path: str) -> None:
+    """The plain Keras side of the whole-process comparison, in its own process: the
+    same network (ConvAutoencoder's full model) compiled with Adam + "mse", fitted on
+    the same image files through a minimal tf.data pipeline (read, decode, crop and
+    resize as rae_keras does, cache, shuffle, batch, prefetch), validated on the same
+    test images every epoch."""
+    import json
+
+    import tensorflow as tf
+
+    from rae_keras import distribute, preprocessing
+    from rae_keras.models import ConvAutoencoder
+
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    config = flags_lib.run_config_from_flags()
+    data, train = config.data, config.train
+    keras.utils.set_random_seed(train.seed)
+    model = ConvAutoencoder.from_model_config(
+        config.model, (data.image_size, data.image_size, data.channels)).full_model()
+    model.compile(optimizer=distribute.make_optimizer(train.learning_rate, None), loss="mse",
+                  steps_per_execution=train.steps_per_execution)
+
+    def images(paths):
+        return (tf.data.Dataset.from_tensor_slices(paths)
+                .map(lambda p: preprocessing.preprocess_bytes(
+                    tf.io.read_file(p), data.crop, data.image_size, data.channels),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .ignore_errors().map(lambda x: (x, x)).cache())
+
+    train_ds = (images(spec["train"]).shuffle(len(spec["train"]), seed=train.seed)
+                .batch(train.batch_size).prefetch(tf.data.AUTOTUNE))
+    val_ds = (images(spec["test"]).batch(train.batch_size).prefetch(tf.data.AUTOTUNE)
+              if spec["test"] else None)
+    model.fit(train_ds, validation_data=val_ds, epochs=train.epochs, verbose=0)
+    print(f"data: {len(spec['train'])} training and {len(spec['test'])} test images")
+
+
+def whole_versus_plain(opts: Options, workdir: str, cache_dir: str
+                       ) -> Tuple[List[WholeRow], List[str]]:
+    """`python -m rae_keras.train` (stacked, --epochs, from a cold and then the warm
+    cache) against a plain Keras fit of the same network on the same image files in
+    its own process (`plain_fit_child`)."""
+    import json
+
+    from rae_keras import data as data_lib
+    from rae_keras import sources
+
+    data = opts.config.data
+    listed = sources.list_source(data)
+    train_idx, test_idx = data_lib.split_indices(listed.identities, data)
+    spec_path = os.path.join(workdir, "plain_fit.json")
+    with open(spec_path, "w", encoding="utf-8") as f:
+        json.dump({"train": [listed.paths[i] for i in train_idx],
+                   "test": [listed.paths[i] for i in test_idx]}, f)
+    cold = train_process(opts, workdir, cache_dir, max_images=data.max_images, epochs=opts.epochs)
+    warm = train_process(opts, workdir, cache_dir, max_images=data.max_images, epochs=opts.epochs)
+    plain = run_process([sys.executable, os.path.abspath(__file__),
+                         *child_flags(opts, [f"--max_images={data.max_images}",
+                                       f"--epochs={opts.epochs}",
+                                       f"--plain_fit_child={spec_path}"])])
+    what = f"{opts.epochs} stacked epoch(s), whole process"
+    rows = [WholeRow("w1", f"rae_keras train, cold cache (decodes, writes the cache); {what}",
+                     cold.train_images, cold),
+            WholeRow("w2", f"rae_keras train, warm cache; {what}", warm.train_images, warm),
+            WholeRow("w3", f"plain Keras fit, same network and files, minimal tf.data; {what}",
+                     plain.train_images, plain)]
+    lines = [_ratio_line("w3/w2 plain Keras / rae_keras (warm cache), whole-process time",
+                         _ratio(plain.wall_s, warm.wall_s), TARGET_PLAIN_OVER_RAE, True),
+             _ratio_line("w3/w1 plain Keras / rae_keras (cold cache), whole-process time",
+                         _ratio(plain.wall_s, cold.wall_s), TARGET_PLAIN_OVER_RAE, True),
+             "w1/w2 cold / warm cache, whole-process time: "
+             f"{_fmt(_ratio(cold.wall_s, warm.wall_s), 2)}"]
+    return rows, lines
+
+
+def whole_marginal(opts: Options, workdir: str, cache_dir: str
+                   ) -> Tuple[List[WholeRow], List[str]]:
+    """The recursive schedule's marginal epoch (every stage once) against stacked
+    training's, whole process: (time with --marginal_epochs - time with 1) / (their
+    difference), so loading and start-up cancel. Warm cache."""
+    rows, times = [], {}
+    high = opts.marginal_epochs
+    for scheme in ("stacked", "recursive"):
+        for epochs in (1, high):
+            process = train_process(opts, workdir, cache_dir,
+                                    max_images=opts.config.data.max_images, scheme=scheme,
+                                    epochs=epochs)
+            times[scheme, epochs] = process
+            rows.append(WholeRow(f"r{len(rows) + 1}", f"{scheme}, {epochs} epoch(s)"
+                                 f"{' per stage' if scheme == 'recursive' else ''}, whole process",
+                                 process.train_images, process))
+    lines = []
+    for clock in ("wall_s", "cpu_s"):
+        marginal = {s: (getattr(times[s, high], clock) - getattr(times[s, 1], clock)) / (high - 1)
+                    for s in ("stacked", "recursive")}
+        name = "wall" if clock == "wall_s" else "CPU"
+        lines.append(_ratio_line(
+            f"marginal epoch recursive / stacked ({name}: {marginal['recursive']:.1f} s / "
+            f"{marginal['stacked']:.1f} s)", _ratio(marginal["recursive"], marginal["stacked"]),
+            TARGET_C_OVER_B_TIME, False))
+    return rows, lines
+
+
+def _ratio_line(label: str, value: Optional[float], target: float, at_least: bool,
+                digits: int = 3) -> str:
+    op = ">=" if at_least else "<="
+    return (f"{label}: {_fmt(value, digits)} {_verdict(value, target, at_least)} "
+            f"(target {op} {target:g})")
+
+
+def memory_lines(memory: List[WholeRow], flat: List[WholeRow]) -> List[str]:
+    lines = []
+    if memory:
+        low, high = memory[0].process.peak_rss_mb, memory[-1].process.peak_rss_mb
+        lines.append(_ratio_line(f"m1 peak RSS at {_fmt(memory[0].images)} images (MB)", low,
+                                 TARGET_RSS_MB, False, digits=0))
+        if len(memory) > 1:
+            lines.append(_ratio_line(
+                f"m{len(memory)}-m1 peak RSS added by {_fmt(memory[-1].images)} images (MB)",
+                high - low, TARGET_RSS_ADDED_MB, False, digits=0))
+    if len(flat) > 1:
+        low, high = flat[0].process.peak_rss_mb, flat[-1].process.peak_rss_mb
+        lines.append(_ratio_line(
+            f"f{len(flat)}/f1 peak RSS, {_fmt(flat[-1].images)} / {_fmt(flat[0].images)} "
+            "images (flat: <= 1.1)", _ratio(high, low), TARGET_FLAT, False))
+    return lines
+
+
+def whole_report(rows: List[WholeRow], lines: List[str], out: Callable[[str], None]) -> None:
+    out("")
+    out("| row | what | training images | wall s | CPU s | peak RSS MB |")
+    out("|---|---|---:|---:|---:|---:|")
+    for row in rows:
+        out(row.line())
+    out("")
+    for line in lines:
+        out(line)
 
 
 # ---------------------------------------------------------------------------
@@ -608,8 +974,21 @@ def report(rows: List[Row], settings: List[str], notes: List[str],
 # Main
 
 
+def in_memory(splits):
+    """`splits` with float32 arrays (plain Keras' rows take numpy)."""
+    from rae_keras import records
+
+    def arrays(split):
+        return dataclasses.replace(split, images=records.as_image_set(split.images).to_numpy())
+
+    return dataclasses.replace(splits, train=arrays(splits.train), test=arrays(splits.test))
+
+
 def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = print) -> Dict:
     opts = parse_args(argv)
+    if FLAGS.plain_fit_child:
+        plain_fit_child(FLAGS.plain_fit_child)
+        return {}
     config = opts.config
     configure_threads(opts)
     try:
@@ -617,13 +996,16 @@ def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = prin
     except config_lib.ConfigError as e:
         raise SystemExit(f"error: {e}")
     load_before = load_average()
+    workdir = tempfile.mkdtemp(prefix="rae_benchmark_")
+    cache_dir = FLAGS.cache_dir or os.path.join(workdir, "cache")
     started = time.perf_counter()
     try:
-        splits, source = load_data(opts)
+        splits, source = load_data(opts, cache_dir)
     except (config_lib.ConfigError, OSError, ValueError) as e:
+        shutil.rmtree(workdir, ignore_errors=True)
         raise SystemExit(f"error: {e}")
     load_s = time.perf_counter() - started
-    if config.data.test_fraction <= 0:
+    if config.data.test_fraction <= 0 and isinstance(splits.test.images, np.ndarray):
         splits = dataclasses.replace(splits, test=dataclasses.replace(
             splits.test, images=splits.test.images[:0], identities=splits.test.identities[:0]))
     n_train, n_test = len(splits.train.images), len(splits.test.images)
@@ -651,18 +1033,21 @@ def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = prin
         notes.append("row a skipped: Keras fit does not run under MultiWorkerMirroredStrategy")
 
     rows: List[Row] = []
-    workdir = tempfile.mkdtemp(prefix="rae_benchmark_")
+    whole_rows: List[WholeRow] = []
+    whole_lines: List[str] = []
     try:
+        needs_arrays = {"a", "b", "c"} & set(opts.rows) and not multi_worker
+        memory = in_memory(splits) if needs_arrays else splits  # plain Keras' arrays
         if {"a", "b", "c"} & set(opts.rows) and not multi_worker:
             # Process start-up costs (thread pools, oneDNN kernels for these shapes) go
             # to a throwaway fit, not to whichever row happens to run first.
-            warm = splits.train.images[:min(n_train, 4 * batching.global_batch)]
-            _plain_fit(config, splits, Batching.of(strategy, config.train.batch_size, len(warm)),
+            warm = memory.train.images[:min(n_train, 4 * batching.global_batch)]
+            _plain_fit(config, memory, Batching.of(strategy, config.train.batch_size, len(warm)),
                        warm, epochs=1)
         runs: Dict[str, List[Row]] = {}
         for repeat in range(opts.repeats):
             if "a" in opts.rows and not multi_worker:
-                runs.setdefault("a", []).append(row_a(opts, splits, batching))
+                runs.setdefault("a", []).append(row_a(opts, memory, batching))
             for key, scheme in (("b", "stacked"), ("c", "recursive")):
                 if key in opts.rows:
                     model_dir = os.path.join(workdir, f"{scheme}_{repeat}")
@@ -679,6 +1064,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = prin
             rows.append(row_d1(opts, splits, batching, opts.pipeline_seconds))
             if not opts.synthetic and config.data.dataset == "folder":
                 rows.append(row_d2(opts, splits, batching))
+        whole_rows, whole_lines = run_whole_rows(opts, workdir, cache_dir, notes)
     finally:
         if opts.keep_runs:
             out(f"kept run directories under {workdir}")
@@ -707,7 +1093,45 @@ def main(argv: Optional[Sequence[str]] = None, out: Callable[[str], None] = prin
         f"load average (1/5/15 min): {load_before} before, {load_average()} after",
     ]
     values = report(rows, settings, notes, out)
-    return {"rows": {r.key: r for r in rows}, "ratios": values}
+    if whole_rows:
+        whole_report(whole_rows, whole_lines, out)
+    return {"rows": {r.key: r for r in rows}, "ratios": values,
+            "whole": {r.key: r for r in whole_rows}, "whole_lines": whole_lines}
+
+
+def run_whole_rows(opts: Options, workdir: str, cache_dir: str, notes: List[str]
+                   ) -> Tuple[List[WholeRow], List[str]]:
+    """The whole-process rows --rows asks for (child processes, one at a time)."""
+    rows: List[WholeRow] = []
+    lines: List[str] = []
+    wanted = [key for key in WHOLE_ROWS if key in opts.rows]
+    if opts.synthetic and set(wanted) - {"flat"}:
+        notes.append("rows memory, plain and marginal skipped: they need --data_dir (or "
+                     "--dataset)")
+        wanted = [key for key in wanted if key == "flat"]
+    memory, flat = [], []
+    if "memory" in wanted:
+        memory = whole_memory(opts, workdir)
+    if "flat" in wanted:
+        flat, note = whole_flat(opts, workdir)
+        notes.append(note)
+    rows += memory + flat
+    lines += memory_lines(memory, flat)
+    if "plain" in wanted:
+        more, more_lines = whole_versus_plain(
+            opts, workdir, tempfile.mkdtemp(prefix="cold_cache_", dir=workdir))
+        rows += more
+        lines += more_lines
+    if "marginal" in wanted:
+        more, more_lines = whole_marginal(opts, workdir, cache_dir)
+        rows += more
+        lines += more_lines
+    if rows:
+        notes.append("whole-process rows: `python -m rae_keras.train` (or the plain Keras "
+                     "child) run as a child process, timed from outside: wall s from start "
+                     "to exit, CPU s and peak RSS (ru_maxrss, the whole process) from its "
+                     "rusage")
+    return rows, lines
 
 
 if __name__ == "__main__":
