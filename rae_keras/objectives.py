@@ -99,6 +99,33 @@ def depth_objective(model) -> keras.Model:
     return model.objective("depth_objective", build)
 
 
+class RoutedDepthObjective(keras.Model):
+    """[x_hat_N, x, r, x]: the full reconstruction, and r, each example reconstructed
+    from one shallow depth k < N in turn (example i of a batch from depth 1 + i mod
+    (N-1)). Every shallow depth is trained on every step at the cost of about one
+    extra decoder pass, where `depth_objective` pays N-1 of them. With routed weight
+    N-1 the expected loss equals `depth_objective`'s with weights 1 for depths < N."""
+
+    def __init__(self, autoencoder, **kwargs):
+        super().__init__(name=kwargs.pop("name", "routed_depth_objective"), **kwargs)
+        self.autoencoder = autoencoder
+
+    def call(self, x, training=None):
+        model, n = self.autoencoder, self.autoencoder.num_stages
+        activations = [x]
+        for k in range(1, n + 1):
+            activations.append(model.encode_path(activations[-1], k - 1, k))
+        full = model.decode_path(activations[n], n, 0)
+        if n == 1:
+            return [full, x, full, x]
+        batch = tf.shape(x)[0]
+        indices = [tf.range(k - 1, batch, n - 1) for k in range(1, n)]
+        routed = tf.dynamic_stitch(indices, [
+            model.decode_path(tf.gather(activations[k], indices[k - 1]), k, 0)
+            for k in range(1, n)])
+        return [full, x, tf.reshape(routed, tf.shape(x)), x]
+
+
 def _apply(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor, tape: tf.GradientTape,
            variables: List[keras.Variable]) -> None:
     scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16
@@ -141,8 +168,8 @@ class ReconstructionTrainer(Trainer):
                  **kwargs):
         super().__init__(name=kwargs.pop("name", f"{objective.name}_trainer"), **kwargs)
         self.objective = objective
-        num_pairs = len(objective.outputs) // 2
-        self.level_weights = tuple(level_weights) if level_weights else (1.0,) * num_pairs
+        self.level_weights = (tuple(level_weights) if level_weights else
+                              (1.0,) * (len(objective.outputs) // 2))
 
     def call(self, images, training=False):
         return self.objective(images, training=training)

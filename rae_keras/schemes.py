@@ -113,6 +113,19 @@ def recursive_depths(autoencoder: StagedAutoencoder, config: TrainConfig) -> Lis
     return phases
 
 
+@register_scheme("recursive_depths_routed")
+def recursive_depths_routed(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
+    """`recursive_depths` at about half the fine-tune cost: each example trains the full
+    depth and one shallow depth, in turn (`objectives.RoutedDepthObjective`)."""
+    phases = recursive(autoencoder, config)
+    if config.finetune_epochs:
+        n = autoencoder.num_stages
+        phases.append(Phase("depth_finetune", config.finetune_epochs, n,
+                            objectives.RoutedDepthObjective(autoencoder),
+                            level_weights=(1.0, float(max(n - 1, 1))), show_depths=True))
+    return phases
+
+
 @register_scheme("joint")
 def joint(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """One model, a loss at every level: the decoder path from the code against the

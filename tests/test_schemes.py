@@ -155,3 +155,18 @@ def test_depth_finetune_follows_the_recursive_stages_and_routes_every_depth_to_d
     routed = [any(g is not None and np.any(np.asarray(g)) for g in block) for block in grads]
     assert routed == [True, True, False, False]
     assert schemes.recursive_depths(autoencoder, TrainConfig(finetune_epochs=0))[-1].name == "stage_2"
+
+
+def test_routed_depth_loss_by_hand():
+    """Each example: full depth plus one shallow depth in turn (3 stages: example i
+    from depth 1 + i mod 2), the routed part weighted N-1 = 2."""
+    autoencoder = testing.tiny_autoencoder(filters=(4, 8, 8), seed=4)
+    x = testing.smooth_images(5)
+    full, d1, d2 = (np.asarray(autoencoder.depth_model(k)(x)) for k in (3, 1, 2))
+    routed = np.where((np.arange(5) % 2 == 0)[:, None, None, None], d1, d2)
+    per_example = (np.mean((full - x) ** 2, axis=(1, 2, 3))
+                   + 2.0 * np.mean((routed - x) ** 2, axis=(1, 2, 3)))
+    phase = schemes.recursive_depths_routed(autoencoder, TrainConfig(finetune_epochs=1))[-1]
+    trainer = ReconstructionTrainer(phase.objective, phase.level_weights)
+    np.testing.assert_allclose(trainer.per_example_loss_for(tf.constant(x)), per_example,
+                               rtol=1e-5)
