@@ -12,9 +12,10 @@ Fidelity, computed on every channel:
 - `mse`: mean squared error per image.
 - `psnr`: 10 log10(1 / MSE) in dB (peak 1.0); +inf for identical images.
 - `ssim`: `tf.image.ssim(max_val=1)`, 11x11 Gaussian window (sigma 1.5), narrowed to
-  the image side for images smaller than 11 pixels.
-- `ms_ssim`: `tf.image.ssim_multiscale(max_val=1)`. Its default five scales need
-  images of at least 11 * 2**4 = 176 pixels, so the scales are fitted to the image:
+  the image side for images smaller than 11 pixels. Computed in numpy with the
+  window's two 1-D factors (equal to TensorFlow's to float precision, and tested so).
+- `ms_ssim`: `tf.image.ssim_multiscale(max_val=1)`, computed the same way. Its default
+  five scales need images of at least 11 * 2**4 = 176 pixels, so the scales are fitted to the image:
   the window stays Wang et al.'s 11x11 (sigma 1.5, so the finest scale is exactly
   SSIM's), and as many of the paper's five scales are used as keep the coarsest
   scale at least 11 pixels wide, their power factors (0.0448, 0.2856, 0.3001, 0.2363,
@@ -129,12 +130,40 @@ def _filter_size(h: int, w: int) -> int:
     return min(SSIM_FILTER_SIZE, h, w)
 
 
+def _gaussian(size: int) -> np.ndarray:
+    """tf.image.ssim's window is the outer product of this normalised 1-D Gaussian."""
+    coords = np.arange(size) - (size - 1) / 2.0
+    window = np.exp(-0.5 * coords ** 2 / SSIM_FILTER_SIGMA ** 2)
+    return window / window.sum()
+
+
+def _blur(x: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """[N, H, W, C] filtered by window x window with 'VALID' padding, as two 1-D passes."""
+    size = len(window)
+    h, w = x.shape[1] - size + 1, x.shape[2] - size + 1
+    rows = sum(window[t] * x[:, t:t + h] for t in range(size))
+    return sum(window[t] * rows[:, :, t:t + w] for t in range(size))
+
+
+def _ssim_and_cs(a: np.ndarray, b: np.ndarray, filter_size: int,
+                 k1: float = 0.01, k2: float = 0.03) -> Tuple[np.ndarray, np.ndarray]:
+    """[N, C] mean SSIM and contrast-structure term per image and channel: tf.image's
+    formulas (max_val 1) with the separable window applied as 1-D filters, which gives
+    its values to float precision and is ~50x faster on CPU than its depthwise 2-D
+    convolution (evaluate spent nearly all its time there)."""
+    window = _gaussian(filter_size)
+    c1, c2 = k1 ** 2, k2 ** 2
+    mean_a, mean_b = _blur(a, window), _blur(b, window)
+    num0 = 2.0 * mean_a * mean_b
+    den0 = mean_a ** 2 + mean_b ** 2
+    luminance = (num0 + c1) / (den0 + c1)
+    cs = (2.0 * _blur(a * b, window) - num0 + c2) / (_blur(a * a + b * b, window) - den0 + c2)
+    return np.mean(luminance * cs, axis=(1, 2)), np.mean(cs, axis=(1, 2))
+
+
 def ssim(originals, reconstructions) -> np.ndarray:
     a, b = _pair(originals, reconstructions)
-    values = tf.image.ssim(tf.constant(a, tf.float32), tf.constant(b, tf.float32),
-                           max_val=1.0, filter_size=_filter_size(*a.shape[1:3]),
-                           filter_sigma=SSIM_FILTER_SIGMA)
-    return values.numpy().astype(np.float64)
+    return _ssim_and_cs(a, b, _filter_size(*a.shape[1:3]))[0].mean(axis=-1)
 
 
 def ms_ssim_settings(height: int, width: int) -> Tuple[int, Tuple[float, ...]]:
@@ -149,15 +178,28 @@ def ms_ssim_settings(height: int, width: int) -> Tuple[int, Tuple[float, ...]]:
     return filter_size, tuple(float(f) for f in factors / factors.sum())
 
 
+def _downsample(x: np.ndarray) -> np.ndarray:
+    """tf.image.ssim_multiscale's 2x2 average pooling (an odd side first repeats its
+    last row or column: TensorFlow's SYMMETRIC padding)."""
+    x = np.pad(x, [(0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)], mode="symmetric")
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
 def ms_ssim(originals, reconstructions) -> np.ndarray:
-    """`tf.image.ssim_multiscale` with scales fitted to the image size (module doc)."""
+    """`tf.image.ssim_multiscale`'s definition with scales fitted to the image size
+    (module doc): the product over scales of the contrast-structure terms, the coarsest
+    scale's full SSIM, each to its power factor (negative terms clipped to 0)."""
     a, b = _pair(originals, reconstructions)
     filter_size, power_factors = ms_ssim_settings(*a.shape[1:3])
-    values = tf.image.ssim_multiscale(
-        tf.constant(a, tf.float32), tf.constant(b, tf.float32), max_val=1.0,
-        power_factors=power_factors, filter_size=filter_size,
-        filter_sigma=SSIM_FILTER_SIGMA)
-    return values.numpy().astype(np.float64)
+    terms = []
+    for scale in range(len(power_factors)):
+        if scale:
+            a, b = _downsample(a), _downsample(b)
+        value, cs = _ssim_and_cs(a, b, filter_size)
+        terms.append(np.maximum(cs, 0.0))
+    terms[-1] = np.maximum(value, 0.0)
+    return np.prod([t ** f for t, f in zip(terms, power_factors)], axis=0).mean(axis=-1)
 
 
 # --------------------------------------------------------------------------- sharpness

@@ -196,3 +196,17 @@ def test_the_metric_table_is_the_one_source():
     assert shortfall["mse"](0.1) < shortfall["mse"](0.2)
     assert shortfall["psnr"](30.0) < shortfall["psnr"](20.0)
     assert shortfall["laplacian_variance_ratio"](1.1) < shortfall["laplacian_variance_ratio"](0.8)
+
+
+@pytest.mark.parametrize("shape", [(6, 64, 64, 3), (5, 25, 25, 1), (4, 37, 41, 3), (3, 9, 9, 1)])
+def test_ssim_and_ms_ssim_equal_tensorflows(shape):
+    """The numpy SSIM and MS-SSIM give tf.image's values (odd sides and narrow windows too)."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.random(shape).astype(np.float32)
+    y = np.clip(x + 0.1 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    filter_size, factors = metrics.ms_ssim_settings(*shape[1:3])
+    expected_ssim = tf.image.ssim(x, y, 1.0, filter_size=filter_size, filter_sigma=1.5)
+    np.testing.assert_allclose(metrics.ssim(x, y), expected_ssim, atol=1e-5)
+    expected_ms = tf.image.ssim_multiscale(x, y, 1.0, power_factors=factors,
+                                           filter_size=filter_size, filter_sigma=1.5)
+    np.testing.assert_allclose(metrics.ms_ssim(x, y), expected_ms, atol=1e-5)
