@@ -119,7 +119,8 @@ class RoutedDepthObjective(keras.Model):
         if n == 1:
             return [full, x, full, x]
         batch = tf.shape(x)[0]
-        indices = [tf.range(k - 1, batch, n - 1) for k in range(1, n)]
+        # Batches smaller than N-1 (a last partial batch) leave the deeper groups empty.
+        indices = [tf.range(tf.minimum(k - 1, batch), batch, n - 1) for k in range(1, n)]
         routed = tf.dynamic_stitch(indices, [
             model.decode_path(tf.gather(activations[k], indices[k - 1]), k, 0)
             for k in range(1, n)])

@@ -170,3 +170,15 @@ def test_routed_depth_loss_by_hand():
     trainer = ReconstructionTrainer(phase.objective, phase.level_weights)
     np.testing.assert_allclose(trainer.per_example_loss_for(tf.constant(x)), per_example,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_routed_depths_take_batches_smaller_than_the_depth_count(batch):
+    autoencoder = testing.tiny_autoencoder(filters=(4, 4, 4, 4), seed=5)
+    x = testing.smooth_images(batch)
+    phase = schemes.recursive_depths_routed(autoencoder, TrainConfig(finetune_epochs=1))[-1]
+    outputs = phase.objective(tf.constant(x))
+    depth = 1 + np.arange(batch) % 3  # shallow depth of each example
+    expected = np.stack([np.asarray(autoencoder.depth_model(int(k))(x[i:i + 1]))[0]
+                         for i, k in enumerate(depth)])
+    np.testing.assert_allclose(outputs[2], expected, atol=1e-6)
