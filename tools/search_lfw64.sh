@@ -23,6 +23,13 @@ candidates=(  # NAME FLAGS (on top of configs/lfw64.cfg)
   "r5f8cos       --epochs=5 --finetune_epochs=8 --learning_rate_schedule=cosine"
   "r3f10         --epochs=3 --finetune_epochs=10"
   "joint16w      --scheme=joint --epochs=16 --level_weights=1,0.1,0.05,0.02,0.01,0.005"
+  # One model for every depth (docs/results.md); that search ran with --max_images=3072
+  # on one dedicated core: pass it as EXTRA_FLAGS="--max_images=3072".
+  "rec10         --scheme=recursive --epochs=10"
+  "rd8f3         --scheme=recursive_depths --epochs=8 --finetune_epochs=3"
+  "rd6f4         --scheme=recursive_depths --epochs=6 --finetune_epochs=4"
+  "rd8f3w10      --scheme=recursive_depths --epochs=8 --finetune_epochs=3 --level_weights=0.1,0.1,0.1,0.1,0.1,1"
+  "rr10f4        --scheme=recursive_depths_routed --epochs=10 --finetune_epochs=4"
 )
 
 cd "$(dirname "$0")/.."
@@ -36,7 +43,7 @@ for line in "${candidates[@]}"; do
     # shellcheck disable=SC2086
     python -m rae_keras.train --flagfile=configs/lfw64.cfg --data_dir="$data_dir" \
       --name="$run" --model_dir="runs/search/$run" --export_dir="exported/search/$run" \
-      --notflite --seed="$seed" $flags
+      --notflite --seed="$seed" $flags ${EXTRA_FLAGS:-}
     members+=("exported/search/$run")
   done
   entries+=("$name=$(IFS=+; echo "${members[*]}")")
