@@ -8,7 +8,7 @@ import pytest
 from absl.testing import flagsaver
 
 from rae_keras import flags as flags_lib
-from rae_keras import runs, testing, train, training
+from rae_keras import phase_loop, runs, testing, train, training
 from rae_keras.config import ConfigError, TrainConfig
 
 
@@ -65,7 +65,7 @@ def _finite(config, checkpoint):
 def test_divergence_stops_naming_phase_and_epoch_and_keeps_the_finite_checkpoint(
         tmp_path, monkeypatch):
     """Epoch 2 of stage 1 is poisoned: its checkpoint must never be written."""
-    poison = training._EpochEnd.on_epoch_begin
+    poison = phase_loop._EpochEnd.on_epoch_begin
 
     def on_epoch_begin(self, epoch, logs=None):
         if (self.phase_index, epoch) == (0, 1):
@@ -73,7 +73,7 @@ def test_divergence_stops_naming_phase_and_epoch_and_keeps_the_finite_checkpoint
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
         poison(self, epoch, logs)
 
-    monkeypatch.setattr(training._EpochEnd, "on_epoch_begin", on_epoch_begin)
+    monkeypatch.setattr(phase_loop._EpochEnd, "on_epoch_begin", on_epoch_begin)
     config = _config(tmp_path, epochs=3)
     with pytest.raises(training.TrainingDiverged, match=r"stage_1, epoch 2") as raised:
         testing.train(config)
