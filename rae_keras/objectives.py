@@ -43,6 +43,14 @@ def pair_losses(outputs, level_weights: Sequence[float]) -> tf.Tensor:
 # ----------------------------------------------------------------------- objectives
 # Functional models over a StagedAutoencoder's layers (cached on the model), whose
 # outputs are the flat [prediction, target, ...] pairs a ReconstructionTrainer fits.
+def _activations(model, x) -> list:
+    """[h_0 = x, h_1, ..., h_N]: every encoder activation, each encoder run once."""
+    activations = [x]
+    for k in range(1, model.num_stages + 1):
+        activations.append(model.encode_path(activations[-1], k - 1, k))
+    return activations
+
+
 def stage_objective(model, stage: int, on_activation: bool = False) -> keras.Model:
     """Stage k: [decoders[k-1](encoders[k-1](h_(k-1))), h_(k-1)]. Its input is the image,
     or with `on_activation` h_(k-1) itself (computed once by a frozen, cached prefix)."""
@@ -71,9 +79,7 @@ def joint_objective(model) -> keras.Model:
     n = model.num_stages
 
     def build(x):
-        activations = [x]
-        for k in range(1, n + 1):
-            activations.append(model.encode_path(activations[-1], k - 1, k))
+        activations = _activations(model, x)
         pairs, r = {}, activations[-1]
         for k in range(n, 0, -1):
             r = model.decode_path(r, k, k - 1)
@@ -90,11 +96,8 @@ def depth_objective(model) -> keras.Model:
     n = model.num_stages
 
     def build(x):
-        outputs, h = [], x
-        for k in range(1, n + 1):
-            h = model.encode_path(h, k - 1, k)
-            outputs += [model.decode_path(h, k, 0), x]
-        return outputs
+        activations = _activations(model, x)
+        return [t for k in range(1, n + 1) for t in (model.decode_path(activations[k], k, 0), x)]
 
     return model.objective("depth_objective", build)
 
@@ -112,9 +115,7 @@ class RoutedDepthObjective(keras.Model):
 
     def call(self, x, training=None):
         model, n = self.autoencoder, self.autoencoder.num_stages
-        activations = [x]
-        for k in range(1, n + 1):
-            activations.append(model.encode_path(activations[-1], k - 1, k))
+        activations = _activations(model, x)
         full = model.decode_path(activations[n], n, 0)
         if n == 1:
             return [full, x, full, x]

@@ -94,10 +94,8 @@ def recursive_interleaved(autoencoder: StagedAutoencoder, config: TrainConfig) -
 @register_scheme("recursive_finetune")
 def recursive_finetune(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """`recursive`, then `finetune_epochs` of end-to-end training of the assembled model."""
-    phases = recursive(autoencoder, config)
-    if config.finetune_epochs:
-        phases.append(_end_to_end("finetune", autoencoder, config.finetune_epochs))
-    return phases
+    return _recursive_then(autoencoder, config, lambda: _end_to_end(
+        "finetune", autoencoder, config.finetune_epochs))
 
 
 @register_scheme("recursive_depths")
@@ -105,25 +103,18 @@ def recursive_depths(autoencoder: StagedAutoencoder, config: TrainConfig) -> Lis
     """`recursive`, then `finetune_epochs` of the whole model on the image loss of every
     depth k (e_1..e_k, d_k..d_1), weighted by `level_weights` (depths 1..N; default all 1):
     the deep path improves end to end while the shallow depths stay autoencoders."""
-    phases = recursive(autoencoder, config)
-    if config.finetune_epochs:
-        phases.append(Phase("depth_finetune", config.finetune_epochs, autoencoder.num_stages,
-                            objectives.depth_objective(autoencoder),
-                            level_weights=config.level_weights or None, show_depths=True))
-    return phases
+    return _recursive_then(autoencoder, config, lambda: _depth_finetune(
+        autoencoder, config, objectives.depth_objective(autoencoder),
+        config.level_weights or None))
 
 
 @register_scheme("recursive_depths_routed")
 def recursive_depths_routed(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     """`recursive_depths` at about half the fine-tune cost: each example trains the full
     depth and one shallow depth, in turn (`objectives.RoutedDepthObjective`)."""
-    phases = recursive(autoencoder, config)
-    if config.finetune_epochs:
-        n = autoencoder.num_stages
-        phases.append(Phase("depth_finetune", config.finetune_epochs, n,
-                            objectives.RoutedDepthObjective(autoencoder),
-                            level_weights=(1.0, float(max(n - 1, 1))), show_depths=True))
-    return phases
+    routed_weight = float(max(autoencoder.num_stages - 1, 1))
+    return _recursive_then(autoencoder, config, lambda: _depth_finetune(
+        autoencoder, config, objectives.RoutedDepthObjective(autoencoder), (1.0, routed_weight)))
 
 
 @register_scheme("joint")
@@ -133,6 +124,21 @@ def joint(autoencoder: StagedAutoencoder, config: TrainConfig) -> List[Phase]:
     return [Phase("joint", config.epochs, autoencoder.num_stages,
                   objectives.joint_objective(autoencoder), level_weights=config.level_weights or None,
                   show_depths=True)]
+
+
+def _recursive_then(autoencoder: StagedAutoencoder, config: TrainConfig,
+                    make_finetune: Callable[[], Phase]) -> List[Phase]:
+    """`recursive`'s stages, then the phase `make_finetune` builds (none with 0 epochs)."""
+    phases = recursive(autoencoder, config)
+    if config.finetune_epochs:
+        phases.append(make_finetune())
+    return phases
+
+
+def _depth_finetune(autoencoder: StagedAutoencoder, config: TrainConfig,
+                    objective: keras.Model, level_weights) -> Phase:
+    return Phase("depth_finetune", config.finetune_epochs, autoencoder.num_stages, objective,
+                 level_weights=level_weights, show_depths=True)
 
 
 def _end_to_end(name: str, autoencoder: StagedAutoencoder, epochs: int) -> Phase:
