@@ -144,6 +144,31 @@ def write(output_dir: str, numbers: Mapping) -> str:
     return markdown
 
 
+def read_summaries(paths: Sequence[str]) -> dict:
+    """Several metrics.json as one: their models side by side (each run can be scored as
+    it finishes, then compared with the rest). They must score the same split with the
+    same metrics; "groups" is dropped (a group may span files), the tools regroup by
+    each model's "group"."""
+    merged = None
+    for path in paths:
+        with open(path) as f:
+            numbers = json.load(f)
+        if numbers.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} metrics file")
+        if merged is None:
+            merged = {k: v for k, v in numbers.items() if k != "groups"}
+            merged["models"] = list(numbers["models"])
+            continue
+        for key in ("split", "metrics"):
+            if numbers[key] != merged[key]:
+                raise ValueError(f"{path}: {key} {numbers[key]!r} differs from "
+                                 f"{paths[0]}'s {merged[key]!r}")
+        merged["models"] += numbers["models"]
+    if merged is None:
+        raise ValueError("no metrics file given")
+    return merged
+
+
 # --------------------------------------------------------------------------- markdown
 def format_value(metric: str, mean: float, std: Optional[float] = None) -> str:
     """A displayed value: `24.13`, or `24.13 ± 0.05` with a spread; inf/nan spelled out."""

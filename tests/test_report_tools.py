@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from rae_keras import report
 from rae_keras.config import seed_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,3 +71,20 @@ def test_paired_comparison_pairs_by_split_and_counts_wins(capsys):
     assert row["metrics"]["laplacian_variance_ratio"] == (pytest.approx(0.95), 1)
     with pytest.raises(SystemExit, match="no group 'nope'"):
         tool.paired_rows(summary, "nope")
+
+
+def test_metrics_files_scored_separately_are_compared_together(tmp_path, capsys):
+    def write(name, models, split="test"):
+        path = tmp_path / name
+        path.write_text(json.dumps({"format": report.FORMAT, "split": split,
+                                    "metrics": ["psnr"], "groups": [], "models": models}))
+        return str(path)
+
+    first = write("a.json", [_model("base", 0, 20.0, 0.2)])
+    second = write("b.json", [_model("cand", 0, 21.0, 0.4)])
+    merged = report.read_summaries([first, second])
+    assert [m["group"] for m in merged["models"]] == ["base", "cand"]
+    _load("paired_comparison").main([first, second, "--baseline=base"])
+    assert "| cand | 0 | +1.000 (1/1) |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="split 'all' differs"):
+        report.read_summaries([first, write("c.json", [], split="all")])

@@ -14,14 +14,13 @@ values), and draws that as the Pareto picture.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from typing import Dict, List
 
 import numpy as np
 
-from rae_keras import figures
+from rae_keras import figures, report
 
 
 def psnr_by_group(summary: dict) -> Dict[str, Dict[int, Dict[str, float]]]:
@@ -84,12 +83,12 @@ def tradeoff_table(rows, reference: str) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("metrics", help="metrics.json written by rae_keras.evaluate")
+    parser.add_argument("metrics", nargs="+",
+                        help="metrics.json written by rae_keras.evaluate (several: models merged)")
     parser.add_argument("--reference", required=True, help="group whose depths are the bar")
     parser.add_argument("--figure", help="write the Pareto picture to this PNG")
     args = parser.parse_args(argv)
-    with open(args.metrics) as f:
-        table = psnr_by_group(json.load(f))
+    table = psnr_by_group(report.read_summaries(args.metrics))
     rows = tradeoffs(table, args.reference)
     print(depth_table(table) + "\n\n" + tradeoff_table(rows, args.reference))
     if args.figure:

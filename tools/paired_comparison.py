@@ -11,11 +11,11 @@ better (closer to 1 for the ratios), from an `evaluate` metrics.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from typing import Dict, List
 
+from rae_keras import report
 from rae_keras.metrics import METRICS
 
 
@@ -61,12 +61,12 @@ def markdown(rows: List[Dict], metrics: List[str], baseline: str) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("metrics", help="metrics.json written by rae_keras.evaluate")
+    parser.add_argument("metrics", nargs="+",
+                        help="metrics.json written by rae_keras.evaluate (several: models merged)")
     parser.add_argument("--baseline", required=True, help="the group to compare against")
     parser.add_argument("--depth", default="full", help="full or depth_K")
     args = parser.parse_args(argv)
-    with open(args.metrics) as f:
-        summary = json.load(f)
+    summary = report.read_summaries(args.metrics)
     metrics = [m for m in summary["metrics"] if m != "mse"]
     print(markdown(paired_rows(summary, args.baseline, args.depth), metrics, args.baseline))
 
