@@ -74,6 +74,13 @@ def evaluate(entries: Sequence[str], output_dir: Optional[str] = None, *, split:
         figures.write_tensorboard(os.path.join(output_dir, "logs"), images, markdown)
     return numbers
 
+# --help: only the flags evaluate reads.
+HELP_GROUPS = (
+    ("What to evaluate", ("models", "output_dir", "split", "batch_size", "summary_images",
+                          "cache_dir")),
+    ("The data (each export's own unless given)", DATA_FLAGS),
+)
+
 
 def data_overrides_from_flags() -> Dict[str, object]:
     """The data flags given on the command line (or in a flagfile), as DataConfig fields."""
@@ -98,4 +105,4 @@ def main(argv) -> None:
 ERRORS = (EvaluateError, LoadError, config_lib.ConfigError, data_lib.DataError)
 
 if __name__ == "__main__":
-    flags_lib.run_main(main, ERRORS)
+    flags_lib.run_main(main, ERRORS, help_groups=HELP_GROUPS)

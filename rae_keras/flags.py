@@ -6,6 +6,7 @@ override earlier ones (`--flagfile=configs/quickstart.cfg --epochs=5`).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import textwrap
@@ -106,6 +107,7 @@ flags.DEFINE_enum("split", "test", ["test", "all"],
 
 # --help: the flags above, by concern (a flag defined here but missing from GROUPS is
 # listed under "Other"; tests/test_cli_output.py keeps GROUPS complete).
+Groups = Sequence[Tuple[str, Sequence[str]]]
 GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("What to train", ("name", "scheme", "epochs", "finetune_epochs", "level_weights",
                        "batch_size", "learning_rate", "learning_rate_schedule", "seed",
@@ -144,13 +146,15 @@ def _flag_line(flag: flags.Flag) -> Tuple[str, str]:
 
 
 def help_text(usage: str = "", extra_groups: Sequence[Tuple[str, Sequence[str]]] = (),
-              width: Optional[int] = None) -> str:
-    """The project's flags grouped by concern, each with its default and help."""
+              width: Optional[int] = None, only: Optional[Groups] = None) -> str:
+    """The project's flags grouped by concern, each with its default and help; `only`:
+    a command that reads just a few of them lists those groups alone."""
     width = width or max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
-    groups = [(title, list(names)) for title, names in tuple(GROUPS) + tuple(extra_groups)]
+    groups = [(title, list(names))
+              for title, names in tuple(GROUPS if only is None else only) + tuple(extra_groups)]
     listed = {name for _, names in groups for name in names}
     others = [f.name for f in FLAGS.get_flags_for_module(__name__) if f.name not in listed]
-    if others:
+    if others and only is None:
         groups.append(("Other", sorted(set(others))))
     lines = [usage.strip(), ""] if usage.strip() else []
     column = 30
@@ -179,14 +183,15 @@ def _usage() -> str:
 
 
 def parse_flags_or_exit(argv: List[str],
-                        extra_groups: Sequence[Tuple[str, Sequence[str]]] = ()) -> List[str]:
+                        extra_groups: Sequence[Tuple[str, Sequence[str]]] = (),
+                        only: Optional[Groups] = None) -> List[str]:
     """absl parsing of argv (argv[0] is the program). --help / -h print the grouped flags
     and exit 0; a bad flag value is a one-line error (no usage dump) and exit 2."""
     for arg in argv[1:]:
         if arg == "--":
             break
         if arg in _HELP_ARGS:
-            sys.stdout.write(help_text(_usage(), extra_groups))
+            sys.stdout.write(help_text(_usage(), extra_groups, only=only))
             sys.exit(0)
     try:
         remaining = FLAGS(argv)
@@ -245,8 +250,10 @@ def run_config_from_flags() -> config_lib.RunConfig:
     ).validate()
 
 
-def run_main(main: Callable[[List[str]], None], expected_errors: tuple) -> None:
-    """absl.app.run, turning `expected_errors` into `error: MESSAGE` and exit code 1."""
+def run_main(main: Callable[[List[str]], None], expected_errors: tuple,
+             help_groups: Optional[Groups] = None) -> None:
+    """absl.app.run, turning `expected_errors` into `error: MESSAGE` and exit code 1;
+    `help_groups`: what --help lists, when not every group applies to the command."""
 
     def guarded(argv):
         if len(argv) > 1:
@@ -259,4 +266,4 @@ def run_main(main: Callable[[List[str]], None], expected_errors: tuple) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    app.run(guarded, flags_parser=parse_flags_or_exit)
+    app.run(guarded, flags_parser=functools.partial(parse_flags_or_exit, only=help_groups))

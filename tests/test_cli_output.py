@@ -69,6 +69,18 @@ def test_short_help_prints_the_same_and_exits_0(arg, capsys):
 
 
 @flagsaver.flagsaver
+def test_evaluate_help_lists_only_the_flags_evaluate_reads(capsys):
+    from rae_keras import evaluate
+    with pytest.raises(SystemExit) as exit_:
+        flags_lib.parse_flags_or_exit(["evaluate", "--help"], only=evaluate.HELP_GROUPS)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("models", "output_dir", "split", "data_dir", "seed"):
+        assert re.search(rf"^  --{name}=", out, re.M), name
+    assert "--filters=" not in out and "--scheme=" not in out and "Other:" not in out
+
+
+@flagsaver.flagsaver
 def test_verbosity_defaults_to_warning_unless_given():
     flags_lib.FLAGS.unparse_flags()
     flags_lib.parse_flags_or_exit(["train"])
