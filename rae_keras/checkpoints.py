@@ -3,7 +3,7 @@
 `checkpoints/ckpt-NNNNNN/` holds the weights (model.weights.h5), the optimizer's
 variables (optimizer.npz), the training state (state.json) and, written last,
 manifest.json: the sha256 of every other file and the training fingerprint of the
-configuration the checkpoint was made with. `rae_keras.runs` decides which checkpoint
+configuration the checkpoint was made with. `checkpoint_folder` decides which checkpoint
 to trust; this module reads, writes and checks one.
 """
 

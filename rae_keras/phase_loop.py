@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -25,7 +23,7 @@ import tensorflow as tf
 from rae_keras import checkpoints, distribute, inputs, records
 from rae_keras.config import TrainConfig
 from rae_keras.loops import DistributedLoop
-from rae_keras.models import StagedAutoencoder, leaf_layers
+from rae_keras.models import StagedAutoencoder
 from rae_keras.runs import RunDirectory, TrainingState
 from rae_keras.schemes import Phase, phases_for
 from rae_keras import summaries
@@ -120,12 +118,12 @@ class _PhaseRunner:
                        if run else None)
         shown = val_x if len(val_x) >= config.summary_images else train_x
         self.summary_images = shown.head(config.summary_images if model.is_image_model else 0)
-        self.prefix_cache = _PrefixCache(model, train_x, val_x)
+        self.prefix_cache = records.PrefixCache(model, train_x, val_x)
 
     def train_phase(self, index: int, phase: Phase, initial_epoch: int) -> None:
         with self.strategy.scope():
             self.model.set_trainable(phase.trainable)
-        self.log(describe_phase(self.model, phase))
+        self.log(phase.describe(self.model))
         if initial_epoch >= phase.epochs:
             return
         trainer = self._trainer(phase, initial_epoch)
@@ -163,7 +161,7 @@ class _PhaseRunner:
     def _datasets(self, index: int, phase: Phase, initial_epoch: int):
         """The batches of the remaining epochs (each epoch's order a function of the
         seed, phase and epoch alone: a resumed run sees the same ones) and validation."""
-        train_inputs, val_inputs = self.prefix_cache.inputs_for(phase)
+        train_inputs, val_inputs = self.prefix_cache.inputs_at(phase.input_depth)
         seed = self.config.seed * 1000 + index
         train_ds = train_inputs.epoch_batches(
             self.global_batch, seed=seed, first_epoch=initial_epoch, epochs=phase.epochs,
@@ -246,71 +244,9 @@ class _EpochEnd(keras.callbacks.Callback):
             + "; lower the learning rate (a changed setting needs --overwrite)")
 
 
-def describe_phase(model: StagedAutoencoder, phase: Phase) -> str:
-    """One line: the layers that train and the frozen ones."""
-    if phase.note:
-        return f"{phase.name}: {phase.epochs} epoch(s); {phase.note}"
-    layers = model.stage_leaf_layers()
-    if phase.input_depth:  # a cached prefix: those layers do not run at all
-        cached = {id(l) for k in range(1, phase.input_depth + 1) for l in model.stage_layers(k)}
-        used = [l for l in layers if id(l) not in cached]
-        frozen = f"e1..e{phase.input_depth} (h{phase.input_depth} cached)"
-    else:
-        used = layers
-        frozen = ", ".join(l.name for l in used if not l.trainable and _runs_in(l, phase)) or "-"
-    training = ", ".join(l.name for l in used if l.trainable and _runs_in(l, phase)) or "-"
-    return f"{phase.name}: {phase.epochs} epoch(s); training {training}; frozen {frozen}"
-
-
 def _input_workers(strategy: tf.distribute.Strategy, train_x) -> int:
     """How many workers read their own shards of the training stream: the workers of a
     multi-worker run on a RecordSet; 1 otherwise (every replica's batch cut from one)."""
     if not (distribute.is_multi_worker(strategy) and isinstance(train_x, records.RecordSet)):
         return 1
     return strategy.num_replicas_in_sync // max(1, len(strategy.extended.worker_devices))
-
-
-def _runs_in(layer: keras.layers.Layer, phase: Phase) -> bool:
-    return any(layer is leaf for top in phase.objective.layers for leaf in leaf_layers(top))
-
-
-class _PrefixCache:
-    """h_d of the training and validation inputs, for phases that consume a frozen
-    prefix's output. Moving from h_(d-1) to h_d runs encoders[d-1] alone, so a recursive
-    schedule encodes every input once per stage, through one block, instead of through
-    the whole prefix. The values equal what the prefix computes every step (frozen
-    layers, BatchNormalization included, run in inference mode). Arrays stay in memory;
-    a RecordSet's h_d is written to a scratch directory (TMPDIR), one level at a time,
-    removed when training ends."""
-
-    def __init__(self, model: StagedAutoencoder, train_x, val_x):
-        self.model = model
-        self.inputs = (train_x, val_x)
-        self.depth, self.arrays = 0, self.inputs
-        self.scratch: Optional[str] = None
-
-    def inputs_for(self, phase: Phase):
-        if phase.input_depth < self.depth:  # e.g. fine-tuning after the stages: start over
-            self._remove_level(self.depth)
-            self.depth, self.arrays = 0, self.inputs
-        while self.depth < phase.input_depth:
-            self.depth += 1
-            block = self.model.encoder_block(self.depth)
-            self.arrays = tuple(
-                x.through(block, self.model.shape_at(self.depth), self._level_dir(which))
-                for which, x in zip(("train", "val"), self.arrays))
-            self._remove_level(self.depth - 1)  # h_(d-1) is not read again
-        return self.arrays
-
-    def _level_dir(self, which: str) -> str:
-        if self.scratch is None:
-            self.scratch = tempfile.mkdtemp(prefix="rae_keras_prefix-")
-        return os.path.join(self.scratch, f"h{self.depth}", which)
-
-    def _remove_level(self, depth: int) -> None:
-        if self.scratch and depth >= 1:
-            shutil.rmtree(os.path.join(self.scratch, f"h{depth}"), ignore_errors=True)
-
-    def close(self) -> None:
-        if self.scratch:
-            shutil.rmtree(self.scratch, ignore_errors=True)

@@ -17,6 +17,8 @@ window gets a full permutation of its records (in interleaved shard order).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
@@ -174,6 +176,49 @@ class RecordSet:
                         writer.write(value.tobytes())
             paths.append(out)
         return RecordSet(paths, self.counts, shape, "float32", self._fingerprint)
+
+
+class PrefixCache:
+    """h_d of the training and validation inputs of a StagedAutoencoder `model`, for
+    phases that consume a frozen prefix's output (`Phase.input_depth`). Moving from
+    h_(d-1) to h_d runs encoders[d-1] alone, so a recursive schedule encodes every input
+    once per stage, through one block, instead of through the whole prefix. The values
+    equal what the prefix computes every step (frozen layers, BatchNormalization
+    included, run in inference mode). Arrays stay in memory; a RecordSet's h_d is
+    written to a scratch directory (TMPDIR), one level at a time, removed by `close`."""
+
+    def __init__(self, model, train_x, val_x):
+        self.model = model
+        self.inputs = (train_x, val_x)
+        self.depth, self.arrays = 0, self.inputs
+        self.scratch: Optional[str] = None
+
+    def inputs_at(self, depth: int) -> tuple:
+        """(train, validation) as h_`depth` (0: the inputs themselves)."""
+        if depth < self.depth:  # e.g. fine-tuning after the stages: start over
+            self._remove_level(self.depth)
+            self.depth, self.arrays = 0, self.inputs
+        while self.depth < depth:
+            self.depth += 1
+            block = self.model.encoder_block(self.depth)
+            self.arrays = tuple(
+                x.through(block, self.model.shape_at(self.depth), self._level_dir(which))
+                for which, x in zip(("train", "val"), self.arrays))
+            self._remove_level(self.depth - 1)  # h_(d-1) is not read again
+        return self.arrays
+
+    def _level_dir(self, which: str) -> str:
+        if self.scratch is None:
+            self.scratch = tempfile.mkdtemp(prefix="rae_keras_prefix-")
+        return os.path.join(self.scratch, f"h{self.depth}", which)
+
+    def _remove_level(self, depth: int) -> None:
+        if self.scratch and depth >= 1:
+            shutil.rmtree(os.path.join(self.scratch, f"h{depth}"), ignore_errors=True)
+
+    def close(self) -> None:
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _shard_by_batch(ds: tf.data.Dataset) -> tf.data.Dataset:

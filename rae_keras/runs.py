@@ -1,11 +1,11 @@
 """The run directory (`--model_dir`): config.json, history.json, logs/, checkpoints/.
 
-A checkpoint is a directory `checkpoints/ckpt-NNNNNN/` written atomically after every
-epoch: the weights of every layer, the optimizer's variables, the training state
+A checkpoint (`checkpoints/ckpt-NNNNNN/`, see `checkpoints`) is written atomically after
+every epoch: the weights of every layer, the optimizer's variables, the training state
 (phase, epochs done, history) and, written last, manifest.json (the sha256 of every
 file and the training fingerprint of the configuration it was made with). A run killed
-at any moment resumes from the newest checkpoint that verifies: same phase, same epoch,
-same optimizer state.
+at any moment resumes from the newest checkpoint that verifies (`checkpoint_folder`):
+same phase, same epoch, same optimizer state.
 
 Safety rules, because `--model_dir` is whatever the user typed: rae_keras deletes only
 what it writes, and one process at a time writes a run directory (`run_guard`); a run
@@ -14,29 +14,21 @@ resumes only under the configuration its checkpoints recorded (`config_file`).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import errno
 import json
 import os
-import re
-import shutil
 import sys
 import weakref
 from typing import Callable, List, Optional, Tuple
 
 import keras
-import numpy as np
 
-from rae_keras import config_file, fileio, run_guard
-from rae_keras.checkpoints import (  # noqa: F401  (TrainingState and the names: runs' API)
-    MANIFEST, OPTIMIZER, STATE, WEIGHTS, TrainingState, Unusable, load_optimizer, load_weights,
-    one_line, read_manifest, verify, write_manifest)
+from rae_keras import checkpoint_folder, config_file, fileio, run_guard
+# TrainingState and MANIFEST: runs' API.
+from rae_keras.checkpoints import MANIFEST, STATE, TrainingState, one_line  # noqa: F401
 from rae_keras.models import ConvAutoencoder, StagedAutoencoder
 from rae_keras.config import RunConfig
 from rae_keras.run_guard import LOCK_NAME, RunDirError  # noqa: F401  (runs' API)
 
-_CKPT = re.compile(r"^ckpt-(\d+)$")
 KEEP_CHECKPOINTS = 2
 
 
@@ -60,11 +52,11 @@ class RunDirectory:
         self.config_path = os.path.join(self.path, config_file.FILE_NAME)
         self.history_path = os.path.join(self.path, "history.json")
         self.logs_dir = os.path.join(self.path, "logs")
-        self.checkpoints_dir = os.path.join(self.path, "checkpoints")
         self.lock_path = os.path.join(self.path, LOCK_NAME)
+        self._checkpoints = checkpoint_folder.CheckpointFolder(self.path, keep_checkpoints,
+                                                               self.log)
+        self.checkpoints_dir = self._checkpoints.path
         self._unlock: Optional[weakref.finalize] = None  # set while this object is the writer
-        self._fingerprint: Optional[dict] = None  # the writer's configuration
-        self._current: Optional[str] = None  # checkpoint last restored or written
 
     def __enter__(self) -> "RunDirectory":
         return self
@@ -74,6 +66,7 @@ class RunDirectory:
 
     def close(self) -> None:
         """Releases the lock; the directory can still be read through this object."""
+        self._checkpoints.fingerprint = None
         if self._unlock is not None:
             self._unlock()
             self._unlock = None
@@ -99,7 +92,7 @@ class RunDirectory:
         except BaseException:
             self.close()
             raise
-        self._fingerprint = config_file.fingerprint(config)
+        self._checkpoints.fingerprint = config_file.fingerprint(config)
 
     def load_config(self) -> RunConfig:
         """The run's configuration, refused if config.json differs from what its
@@ -144,149 +137,42 @@ class RunDirectory:
 
     # ---------------------------------------------------------- checkpoints
     def checkpoints(self) -> List[Tuple[int, str]]:
-        if not os.path.isdir(self.checkpoints_dir):
-            return []
-        found = []
-        for entry in os.listdir(self.checkpoints_dir):
-            match = _CKPT.match(entry)
-            if match:
-                found.append((int(match.group(1)), os.path.join(self.checkpoints_dir, entry)))
-        return sorted(found)
+        return self._checkpoints.list()
 
     def latest_checkpoint(self) -> Optional[str]:
         """The newest checkpoint by number, not verified (see `restore`)."""
-        found = self.checkpoints()
-        return found[-1][1] if found else None
+        return self._checkpoints.latest()
 
     def save_checkpoint(self, autoencoder: StagedAutoencoder, state: TrainingState,
                         optimizer_variables: Optional[List[keras.Variable]] = None) -> str:
-        def write(tmp: str) -> None:
-            autoencoder.full_model().save_weights(os.path.join(tmp, WEIGHTS))
-            if optimizer_variables is not None:
-                np.savez(os.path.join(tmp, OPTIMIZER),
-                         **{f"{i:04d}": np.asarray(v.numpy())
-                            for i, v in enumerate(optimizer_variables)})
-
-        return self._commit_checkpoint(write, state)
+        path = self._checkpoints.save(autoencoder, state, optimizer_variables)
+        return self._write_history(path, state)
 
     def mark_exported(self, state: TrainingState, version_dir: str) -> None:
-        """Records the export in a new checkpoint holding the current one's files: a
-        written checkpoint is never changed, so its manifest stays true."""
+        """Records the export in a new checkpoint holding the current one's files."""
         state.exported = version_dir
-        source = self._current or self.latest_checkpoint()
-        if source is None:
-            raise RunDirError(f"{self.path} has no checkpoint to mark as exported")
+        self._write_history(self._checkpoints.copy_current(state), state)
 
-        def copy(tmp: str) -> None:
-            for name in (WEIGHTS, OPTIMIZER):
-                if os.path.exists(os.path.join(source, name)):
-                    shutil.copyfile(os.path.join(source, name), os.path.join(tmp, name))
-
-        self._commit_checkpoint(copy, state)
-
-    def _commit_checkpoint(self, write_files: Callable[[str], None],
-                           state: TrainingState) -> str:
-        """Writes the next checkpoint atomically, its manifest last; prunes old ones.
-        A failed write (a full disk) leaves no partial checkpoint and is a RunDirError."""
-        if self._unlock is None or self._fingerprint is None:
-            raise RunDirError(f"{self.path} is not open for writing; call prepare() first")
-        existing = self.checkpoints()
-        number = existing[-1][0] + 1 if existing else 1
-        path = os.path.join(self.checkpoints_dir, f"ckpt-{number:06d}")
-        previous = self._current or (existing[-1][1] if existing else None)
-        kept = (f"the previous checkpoint {os.path.basename(previous)} is kept" if previous
-                else "no earlier checkpoint exists")
-        try:
-            with fileio.atomic_directory(path) as tmp:
-                write_files(tmp)
-                fileio.atomic_write_json(os.path.join(tmp, STATE), dataclasses.asdict(state))
-                write_manifest(tmp, self._fingerprint)
-        except OSError as e:
-            raise self._write_error(f"checkpoint {os.path.basename(path)}", e, kept) from None
-        self._current = path
-        for _, old in self.checkpoints()[:-self.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+    def _write_history(self, checkpoint: str, state: TrainingState) -> str:
+        """history.json after each checkpoint: the losses, readable without TensorFlow."""
         try:
             fileio.atomic_write_json(self.history_path, state.history)
         except OSError as e:
-            raise self._write_error("history.json", e,
-                                    f"checkpoint {os.path.basename(path)} is complete") from None
-        return path
-
-    def _write_error(self, what: str, error: OSError, kept: str) -> RunDirError:
-        if error.errno == errno.ENOSPC or "No space left" in str(error):
-            return RunDirError(f"no space left on device while writing {what} in {self.path}; "
-                               f"{kept}")
-        return RunDirError(f"could not write {what} in {self.path} ({one_line(error)}); {kept}")
+            raise checkpoint_folder.write_error(
+                self.path, "history.json", e,
+                f"checkpoint {os.path.basename(checkpoint)} is complete") from None
+        return checkpoint
 
     def restore(self, autoencoder: StagedAutoencoder) -> TrainingState:
         """Loads the newest checkpoint that verifies into `autoencoder`; its training
         state (a fresh one if there is no checkpoint). `restore_optimizer` then reads
         the same checkpoint."""
-        chosen = self._usable_checkpoint(autoencoder)
-        self._current = chosen and chosen[0]
-        return chosen[1] if chosen else TrainingState()
+        return self._checkpoints.restore(autoencoder)
 
     def restore_optimizer(self, optimizer_variables: List[keras.Variable]) -> bool:
         """Loads the restored checkpoint's optimizer state into `optimizer_variables`
         (a trainer's `optimizer_variables()`, already built)."""
-        if self._current is None:
-            chosen = self._usable_checkpoint()
-            self._current = chosen and chosen[0]
-        saved_path = self._current and os.path.join(self._current, OPTIMIZER)
-        if not saved_path or not os.path.exists(saved_path):
-            return False
-        try:
-            values = load_optimizer(saved_path)
-        except Exception as e:  # a zip, npy or I/O error: any of them means unreadable
-            raise RunDirError(f"{saved_path} does not load ({one_line(e)})") from None
-        if len(values) != len(optimizer_variables):
-            raise RunDirError(
-                f"checkpoint {self._current} holds {len(values)} optimizer variables, the "
-                f"trainer has {len(optimizer_variables)}; was the run made by another version?")
-        for variable, value in zip(optimizer_variables, values):
-            variable.assign(value)
-        return True
-
-    def _usable_checkpoint(self, autoencoder: Optional[StagedAutoencoder] = None
-                           ) -> Optional[Tuple[str, TrainingState]]:
-        """The newest checkpoint that verifies (and whose weights load into
-        `autoencoder`), with its state; None if there is none at all. Each damaged one
-        is reported (see `_set_aside`)."""
-        found = self.checkpoints()
-        reasons = []
-        for _, path in reversed(found):
-            try:
-                state, fingerprint = verify(path)
-                if autoencoder is not None:
-                    load_weights(autoencoder, path)
-            except Unusable as e:
-                if os.path.isdir(path):  # else the writer pruned it while we read it
-                    reasons.append(f"{os.path.basename(path)}: {e}")
-                    self._set_aside(path, str(e))
-                continue
-            if fingerprint is None:
-                self.log(f"warning: checkpoint {path} has no manifest (written before "
-                         "rae_keras verified checkpoints); using it unverified")
-            return path, state
-        if reasons:
-            raise RunDirError(f"no usable checkpoint in {self.checkpoints_dir} "
-                              f"({'; '.join(reasons)}); delete it to start over")
-        if found and self.checkpoints() != found:  # all pruned meanwhile: look again
-            return self._usable_checkpoint(autoencoder)
-        return None
-
-    def _set_aside(self, path: str, reason: str) -> None:
-        """Reports a damaged checkpoint. The writer also renames it ckpt-N.unusable (out
-        of numbering and pruning) so that pruning never keeps it instead of a good one;
-        a reader changes nothing."""
-        outcome = "trying an older checkpoint"
-        if self._unlock is not None:
-            with contextlib.suppress(OSError):
-                run_guard.remove(path + ".unusable")
-                os.rename(path, path + ".unusable")
-                outcome = f"set aside as {os.path.basename(path)}.unusable, {outcome}"
-        self.log(f"warning: checkpoint {path} is unusable ({reason}); {outcome}")
+        return self._checkpoints.restore_optimizer(optimizer_variables)
 
     def _recorded_fingerprint(self) -> Optional[dict]:
         return config_file.recorded_fingerprint([path for _, path in self.checkpoints()])

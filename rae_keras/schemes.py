@@ -19,7 +19,7 @@ import keras
 
 from rae_keras import objectives
 from rae_keras.config import Registry, TrainConfig
-from rae_keras.models import StagedAutoencoder
+from rae_keras.models import StagedAutoencoder, leaf_layers
 from rae_keras.objectives import (InterleavedTrainer, OptimizerFactory, ReconstructionTrainer,
                                   Trainer)
 
@@ -50,6 +50,26 @@ class Phase:
                    ReconstructionTrainer(self.objective, self.level_weights,
                                          name=f"{self.name}_trainer"))
         return trainer.compile_fresh(make_optimizer, steps_per_execution)
+
+    def describe(self, autoencoder: StagedAutoencoder) -> str:
+        """One line for the log: the layers that train and the frozen ones."""
+        if self.note:
+            return f"{self.name}: {self.epochs} epoch(s); {self.note}"
+        layers = autoencoder.stage_leaf_layers()
+        if self.input_depth:  # a cached prefix: those layers do not run at all
+            cached = {id(l) for k in range(1, self.input_depth + 1)
+                      for l in autoencoder.stage_layers(k)}
+            used = [l for l in layers if id(l) not in cached]
+            frozen = f"e1..e{self.input_depth} (h{self.input_depth} cached)"
+        else:
+            used = layers
+            frozen = ", ".join(l.name for l in used if not l.trainable and self._runs(l)) or "-"
+        training = ", ".join(l.name for l in used if l.trainable and self._runs(l)) or "-"
+        return f"{self.name}: {self.epochs} epoch(s); training {training}; frozen {frozen}"
+
+    def _runs(self, layer: keras.layers.Layer) -> bool:
+        """Whether `layer` is computed by this phase's objective at all."""
+        return any(layer is leaf for top in self.objective.layers for leaf in leaf_layers(top))
 
 
 @register_scheme("stacked")
