@@ -66,8 +66,7 @@ class Registry(Mapping[str, T]):
 
     def lookup(self, name: str) -> T:
         """The entry, or a ConfigError naming the registered choices."""
-        if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} {name!r}; expected one of {self.names}")
+        _one_of(self.kind, name, self.names)
         return self._entries[name]
 
     @property
@@ -136,11 +135,10 @@ class ModelConfig:
         return len(self.filters)
 
     def encoder_kernel(self, stage: int) -> int:
-        return _per_stage(self.kernel_sizes, stage, "kernel_sizes", self.num_stages)
+        return _per_stage(self.kernel_sizes, stage)
 
     def decoder_kernel(self, stage: int) -> int:
-        sizes = self.decoder_kernel_sizes or self.kernel_sizes
-        return _per_stage(sizes, stage, "decoder_kernel_sizes", self.num_stages)
+        return _per_stage(self.decoder_kernel_sizes or self.kernel_sizes, stage)
 
     def validate(self, image_size: Optional[int] = None) -> None:
         if not self.filters or any(f < 1 for f in self.filters):
@@ -155,9 +153,7 @@ class ModelConfig:
                     f"({self.num_stages})")
             if any(k < 1 for k in sizes):
                 raise ConfigError(f"{name} must be positive, got {list(sizes)}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(
-                f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}")
+        _one_of("normalization", self.normalization, NORMALIZATIONS)
         _check_keras_name("activation", self.activation)
         _check_keras_name("kernel_initializer", self.kernel_initializer)
         if image_size is not None and image_size % (2 ** self.num_stages):
@@ -188,9 +184,7 @@ class TrainConfig:
         from rae_keras.schemes import SCHEMES  # deferred: schemes.py imports this module
 
         SCHEMES.lookup(self.scheme)
-        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
-            raise ConfigError(f"unknown learning_rate_schedule {self.learning_rate_schedule!r}; "
-                              f"expected one of {LEARNING_RATE_SCHEDULES}")
+        _one_of("learning_rate_schedule", self.learning_rate_schedule, LEARNING_RATE_SCHEDULES)
         _at_least("finetune_epochs", self.finetune_epochs, 0)
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
@@ -211,8 +205,7 @@ class DistributeConfig:
     cpu_devices: int = 0  # >1: split the CPU into this many logical devices
 
     def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        _one_of("strategy", self.strategy, STRATEGIES)
         _at_least("cpu_devices", self.cpu_devices, 0)
 
 
@@ -256,42 +249,39 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        def build(klass, values: dict[str, Any]):
-            kwargs = {}
-            for field in dataclasses.fields(klass):
-                if field.name in values:
-                    value = values[field.name]
-                    kwargs[field.name] = tuple(value) if isinstance(value, list) else value
-            return klass(**kwargs)
-
-        return cls(
-            name=d.get("name", "run"),
-            model_dir=d.get("model_dir", ""),
-            export_dir=d.get("export_dir", ""),
-            data=build(DataConfig, d.get("data", {})),
-            model=build(ModelConfig, d.get("model", {})),
-            train=build(TrainConfig, d.get("train", {})),
-            distribute=build(DistributeConfig, d.get("distribute", {})),
-            data_fingerprint=d.get("data_fingerprint", ""),
-            model_fingerprint=d.get("model_fingerprint", ""),
-            keras_model=d.get("keras_model", ""),
-        )
-
-
-_KERAS_EXAMPLES = {"activation": "selu", "kernel_initializer": "lecun_normal"}
+        """The inverse of to_dict; missing fields take their defaults (older versions
+        did not write fields added since)."""
+        return _from_dict(cls, d)
 
 
 def _check_keras_name(what: str, name: str) -> None:
     """Unknown Keras identifiers fail here, by name, not deep inside model building."""
     import keras  # deferred: flags are parsed into configs before Keras is needed
 
-    lookup = {"activation": keras.activations.get,
-              "kernel_initializer": keras.initializers.get}[what]
+    lookup, example = {"activation": (keras.activations.get, "selu"),
+                       "kernel_initializer": (keras.initializers.get, "lecun_normal")}[what]
     try:
         lookup(name)
     except (ValueError, TypeError):
         raise ConfigError(f"unknown {what} {name!r}; give a Keras {what.replace('_', ' ')} "
-                          f"name such as {_KERAS_EXAMPLES[what]!r}") from None
+                          f"name such as {example!r}") from None
+
+
+def _from_dict(klass, values: Mapping[str, Any]):
+    """`klass(**values)`, rebuilding the nested configs and JSON's lists as tuples."""
+    kwargs = {}
+    for field in dataclasses.fields(klass):
+        if field.name in values:
+            value = values[field.name]
+            if dataclasses.is_dataclass(field.default):
+                value = _from_dict(type(field.default), value)
+            kwargs[field.name] = tuple(value) if isinstance(value, list) else value
+    return klass(**kwargs)
+
+
+def _one_of(what: str, name: str, choices: Tuple[str, ...]) -> None:
+    if name not in choices:
+        raise ConfigError(f"unknown {what} {name!r}; expected one of {choices}")
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:
@@ -299,9 +289,6 @@ def _at_least(name: str, value: int, minimum: int) -> None:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _per_stage(sizes: Tuple[int, ...], stage: int, name: str, num_stages: int) -> int:
-    if len(sizes) == 1:
-        return sizes[0]
-    if len(sizes) != num_stages:
-        raise ConfigError(f"{name} has {len(sizes)} values for {num_stages} stages")
-    return sizes[stage - 1]
+def _per_stage(sizes: Tuple[int, ...], stage: int) -> int:
+    """One value for every stage, or one per stage (`ModelConfig.validate` checks which)."""
+    return sizes[0] if len(sizes) == 1 else sizes[stage - 1]

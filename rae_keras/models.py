@@ -4,8 +4,9 @@
 `ConvAutoencoder` builds the convolutional network the package trains by default.
 Every model a training scheme or the export needs (stage k, depth k, the encoder and
 decoder at depth k, the training objectives) is a functional model over the *same*
-layer objects, built on demand and cached, so training a stage model trains the
-autoencoder and nothing is ever copied.
+layer objects, built on demand and cached (`submodels.py`), so training a stage model
+trains the autoencoder and nothing is ever copied. ConvAutoencoder's layers are built
+in `conv_blocks.py`.
 
 Depths: h_0 is the input, h_k = encoders[k-1](h_(k-1)). Reconstruction at depth k runs
 encoders 1..k, then decoders k..1. Stage k trains the pair (encoders[k-1],
@@ -26,13 +27,15 @@ import keras
 import numpy as np
 
 from rae_keras.config import ModelConfig
+from rae_keras.conv_blocks import conv_blocks
+from rae_keras.submodels import SubmodelsMixin
 
 Shape = Tuple[int, ...]
 IntOrInts = Union[int, Sequence[int]]
 
 
 @keras.saving.register_keras_serializable(package="rae_keras")
-class StagedAutoencoder(keras.Model):
+class StagedAutoencoder(SubmodelsMixin, keras.Model):
     """An autoencoder trained stage by stage: `encoders[k-1]`, `decoders[k-1]` are stage k.
 
     `decoders[k-1]` must map the output of `encoders[k-1]` back to the shape of its
@@ -54,6 +57,10 @@ class StagedAutoencoder(keras.Model):
         object.__setattr__(self, "_submodels", {})
         self._shapes = self._check_pairs()
         self.built = True
+
+    def call(self, inputs, training=None):
+        n = self.num_stages
+        return self.decode_path(self.encode_path(inputs, 0, n), n, 0)
 
     # ------------------------------------------------------------------- shapes
     def _check_pairs(self) -> List[Shape]:
@@ -150,86 +157,6 @@ class StagedAutoencoder(keras.Model):
                 return variable.path
         return None
 
-    # ------------------------------------------------------------------- paths
-    def encode_path(self, h, from_depth: int, to_depth: int):
-        """h_from -> h_to through encoders from+1 .. to (symbolic or eager tensors)."""
-        for k in range(from_depth + 1, to_depth + 1):
-            h = self.encoders[k - 1](h)
-        return h
-
-    def decode_path(self, h, from_depth: int, to_depth: int = 0):
-        """Reconstruction of h_to from h_from through decoders from .. to+1."""
-        for k in range(from_depth, to_depth, -1):
-            h = self.decoders[k - 1](h)
-        return h
-
-    def call(self, inputs, training=None):
-        n = self.num_stages
-        return self.decode_path(self.encode_path(inputs, 0, n), n, 0)
-
-    # ------------------------------------------------------------------- models
-    def depth_model(self, depth: int) -> keras.Model:
-        """x -> encoders 1..k -> decoders k..1: the input as reconstructed from h_k."""
-        self._check_stage(depth)
-        return self._submodel(f"depth_{depth}", lambda x: self.decode_path(
-            self.encode_path(x, 0, depth), depth, 0))
-
-    def full_model(self) -> keras.Model:
-        return self.depth_model(self.num_stages)
-
-    def encoder(self, depth: Optional[int] = None) -> keras.Model:
-        """Input -> h_depth (default: the code h_N)."""
-        depth = self.num_stages if depth is None else depth
-        self._check_stage(depth)
-        name = "encoder" if depth == self.num_stages else f"encoder_{depth}"
-        return self._submodel(name, lambda x: self.encode_path(x, 0, depth))
-
-    def decoder(self, depth: Optional[int] = None) -> keras.Model:
-        """h_depth -> the reconstructed input (default: from the code h_N)."""
-        depth = self.num_stages if depth is None else depth
-        self._check_stage(depth)
-        name = "decoder" if depth == self.num_stages else f"decoder_{depth}"
-        return self._submodel(name, lambda h: self.decode_path(h, depth, 0), input_depth=depth)
-
-    def encoder_block(self, stage: int) -> keras.Model:
-        """h_(k-1) -> h_k: encoders[k-1] alone."""
-        self._check_stage(stage)
-        return self._submodel(f"encoder_block_{stage}",
-                              lambda h: self.encode_path(h, stage - 1, stage),
-                              input_depth=stage - 1)
-
-    def stage_model(self, stage: int) -> keras.Model:
-        """x -> encoders 1..k -> decoders[k-1]: stage k's reconstruction of h_(k-1)."""
-        self._check_stage(stage)
-        return self._submodel(f"stage_{stage}", lambda x: self.decode_path(
-            self.encode_path(x, 0, stage), stage, stage - 1))
-
-    def objective(self, name: str, build, input_depth: int = 0) -> keras.Model:
-        """A cached functional model over these layers whose outputs are (prediction,
-        target) pairs; `build` maps the input tensor to the flat output list."""
-        return self._submodel(name, build, input_depth=input_depth)
-
-    def _submodel(self, name: str, build, input_depth: int = 0) -> keras.Model:
-        if name not in self._submodels:
-            inputs = keras.Input(shape=self.shape_at(input_depth),
-                                 name="inputs" if input_depth == 0 else f"h{input_depth}")
-            self._submodels[name] = keras.Model(inputs, build(inputs), name=name)
-        return self._submodels[name]
-
-    # ------------------------------------------------------------------- numpy API
-    def reconstruct(self, x, depth: Optional[int] = None, batch_size: int = 32) -> np.ndarray:
-        """The reconstruction at `depth` (e1..ek, dk..d1; default: full depth)."""
-        depth = self.num_stages if depth is None else depth
-        return self.depth_model(depth).predict(x, batch_size=batch_size, verbose=0)
-
-    def encode(self, x, depth: Optional[int] = None, batch_size: int = 32) -> np.ndarray:
-        """h_depth of `x` (default: the code)."""
-        return self.encoder(depth).predict(x, batch_size=batch_size, verbose=0)
-
-    def decode(self, code, depth: Optional[int] = None, batch_size: int = 32) -> np.ndarray:
-        """The reconstructed input from h_depth (default: from the code)."""
-        return self.decoder(depth).predict(code, batch_size=batch_size, verbose=0)
-
     # ------------------------------------------------------------------- config
     def get_config(self) -> Dict:
         shared = [layer.name for k in range(2, self.num_stages + 1)
@@ -282,7 +209,7 @@ class ConvAutoencoder(StagedAutoencoder):
         if len(image_shape) != 3 or image_shape[0] != image_shape[1]:
             raise ValueError(f"image_shape must be (size, size, channels), got {image_shape}")
         model_config.validate(image_shape[0])
-        encoders, decoders = _conv_blocks(model_config, image_shape[-1], kwargs.get("dtype"))
+        encoders, decoders = conv_blocks(model_config, image_shape[-1], kwargs.get("dtype"))
         super().__init__(encoders, decoders, image_shape, **kwargs)
         self.model_config = model_config
 
@@ -306,41 +233,6 @@ class ConvAutoencoder(StagedAutoencoder):
     @classmethod
     def from_config(cls, config: Dict, custom_objects=None):
         return cls(**config)
-
-
-def _conv_blocks(config: ModelConfig, image_channels: int, dtype
-                 ) -> Tuple[List[keras.layers.Layer], List[keras.layers.Layer]]:
-    n = config.num_stages
-    channels = [image_channels, *config.filters]  # of h_0 .. h_N
-    common = dict(strides=2, padding="same", kernel_initializer=config.kernel_initializer,
-                  dtype=dtype)
-    norms: Dict[str, keras.layers.Layer] = {}
-
-    def norm(name: str) -> keras.layers.Layer:
-        if name not in norms:
-            norms[name] = keras.layers.BatchNormalization(dtype=dtype, name=name)
-        return norms[name]
-
-    encoders, decoders = [], []
-    for k in range(1, n + 1):
-        e = [keras.layers.Conv2D(channels[k], config.encoder_kernel(k),
-                                 activation=config.activation, name=f"e{k}", **common)]
-        d = [keras.layers.Conv2DTranspose(channels[k - 1], config.decoder_kernel(k),
-                                          activation=None if k == 1 else config.activation,
-                                          name=f"d{k}", **common)]
-        if config.normalization == "batch":
-            e.append(norm(f"e{k}_bn"))
-            if k > 1:
-                d.append(norm(f"d{k}_bn"))
-        elif config.normalization == "shared_batch":
-            e.append(norm(f"h{k}_bn"))
-            if k > 1:
-                d.append(norm(f"h{k - 1}_bn"))
-        if k == 1:  # the image: float32 even under a mixed precision policy
-            d.append(keras.layers.Activation("sigmoid", dtype="float32", name="d1_sigmoid"))
-        encoders.append(e[0] if len(e) == 1 else keras.Sequential(e, name=f"encoder_{k}"))
-        decoders.append(d[0] if len(d) == 1 else keras.Sequential(d, name=f"decoder_{k}"))
-    return encoders, decoders
 
 
 def leaf_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
