@@ -1,5 +1,6 @@
 """tools/benchmark.py end to end on a tiny network and a tiny JPEG folder."""
 
+import importlib
 import importlib.util
 import os
 import sys
@@ -23,6 +24,14 @@ def _load_tool():
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _rows_module(name):
+    """A module of the tool's rows package, tools/benchmarks/ (imported as the tool does)."""
+    tools = os.path.join(ROOT, "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def _jpeg_folder(path, people=6, per_person=8, size=24):
@@ -79,7 +88,7 @@ def test_command_line_is_the_package_flags_plus_its_own():
 
 @flagsaver.flagsaver
 def test_synthetic_images_are_smooth_and_in_range():
-    images = _load_tool().synthetic_images(5, 16, 3, seed=1)
+    images = _rows_module("inputs").synthetic_images(5, 16, 3, seed=1)
     assert images.shape == (5, 16, 16, 3) and images.dtype == np.float32
     assert images.min() >= 0 and images.max() <= 1
     assert np.abs(np.diff(images, axis=1)).mean() < 0.1  # neighbours are close
@@ -113,8 +122,8 @@ def test_whole_process_rows_print_memory_time_and_targets(tmp_path):
 def test_synthetic_folder_holds_readable_pngs_grouped_by_identity(tmp_path):
     from rae_keras import sources
 
-    tool = _load_tool()
-    tool.write_synthetic_folder(str(tmp_path), 25, 8, per_identity=10)
+    memory_rows = _rows_module("memory_rows")
+    memory_rows.write_synthetic_folder(str(tmp_path), 25, 8, per_identity=10)
     paths = sources.list_images(str(tmp_path))
     assert len(paths) == 25
     assert len({sources.identity_from_path(p, str(tmp_path)) for p in paths}) == 3
@@ -125,7 +134,7 @@ def test_synthetic_folder_holds_readable_pngs_grouped_by_identity(tmp_path):
 @flagsaver.flagsaver
 def test_whole_process_rows_from_the_children_they_run(tmp_path, monkeypatch):
     """The rows' logic with the children faked: what each runs, and its figures."""
-    tool = _load_tool()
+    tool, children = _load_tool(), _rows_module("children")
     folder = _jpeg_folder(tmp_path / "faces")
     commands = []
 
@@ -136,10 +145,10 @@ def test_whole_process_rows_from_the_children_they_run(tmp_path, monkeypatch):
         epochs = int(next(a.split("=")[1] for a in command if a.startswith("--epochs=")))
         recursive = "--scheme=recursive" in command
         seconds = 10.0 + epochs * (3.0 if recursive else 2.5)
-        return tool.Process(seconds, seconds / 2, 1000.0 + images,
-                            f"data: {images} training and 8 test images (folder)\n")
+        return children.Process(seconds, seconds / 2, 1000.0 + images,
+                                f"data: {images} training and 8 test images (folder)\n")
 
-    monkeypatch.setattr(tool, "run_process", fake)
+    monkeypatch.setattr(children, "run_process", fake)
     opts = tool.parse_args([
         "--config=", f"--data_dir={folder}", "--max_images=32", "--filters=4,8",
         "--image_size=16", "--channels=1", "--batch_size=8", "--cache_frozen_prefix",

@@ -23,9 +23,12 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # rae_keras, when it is not installed
 
 import numpy as np  # noqa: E402
 
@@ -80,82 +83,88 @@ def bench(fn_for_batch: Callable[[np.ndarray], Callable[[], object]], image_shap
     }
 
 
-def resolve_version_dir(export_dir: str) -> str:
-    if os.path.exists(os.path.join(export_dir, "saved_model.pb")):
-        return export_dir
-    versions = sorted(int(n) for n in os.listdir(export_dir) if n.isdigit())
-    if not versions:
-        sys.exit(f"no SavedModel version under {export_dir}")
-    return os.path.join(export_dir, str(versions[-1]))
+def load_model(args) -> Tuple[Optional[object], Optional[object], str]:
+    """(config, Keras model, description): the run of --model_dir, an untrained model
+    of the flags' shape, or (None, None, "") for an export alone."""
+    from rae_keras import runs
 
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
-
-    tmp: Optional[str] = None
-    autoencoder = None
-    config = None
     if args.model_dir:
-        from rae_keras import runs
-
         config, autoencoder, _ = runs.load_trained(args.model_dir)
-        source = f"run {args.model_dir}"
-    elif not args.export_dir:
-        import keras
-        from rae_keras.models import ConvAutoencoder
-        from rae_keras.config import DataConfig, ModelConfig, RunConfig
+        return config, autoencoder, f"run {args.model_dir}"
+    if args.export_dir:
+        return None, None, ""
+    import keras
+    from rae_keras.config import DataConfig, ModelConfig, RunConfig
+    from rae_keras.models import ConvAutoencoder
 
-        keras.utils.set_random_seed(0)
-        config = RunConfig(
-            name="bench",
-            data=DataConfig(image_size=args.image_size, channels=args.channels),
-            model=ModelConfig(filters=args.filters, kernel_sizes=args.kernel_sizes)).validate()
-        autoencoder = ConvAutoencoder.from_model_config(config.model, (args.image_size, args.image_size, args.channels))
-        source = f"untrained {args.image_size}x{args.image_size}x{args.channels}, " \
-                 f"filters {','.join(map(str, args.filters))}"
+    keras.utils.set_random_seed(0)
+    config = RunConfig(
+        name="bench",
+        data=DataConfig(image_size=args.image_size, channels=args.channels),
+        model=ModelConfig(filters=args.filters, kernel_sizes=args.kernel_sizes)).validate()
+    autoencoder = ConvAutoencoder.from_model_config(config.model, runs.image_shape_of(config))
+    return config, autoencoder, (f"untrained {args.image_size}x{args.image_size}x"
+                                 f"{args.channels}, filters {','.join(map(str, args.filters))}")
+
+
+def find_export(args, config, autoencoder, source: str
+                ) -> Tuple[str, Optional[str], str, Optional[str]]:
+    """(SavedModel version dir, its TFLite dir if any, description, temporary dir or None):
+    --export_dir (its newest version, or the version given), or a temporary export of
+    the Keras model."""
+    from rae_keras import exports, serving
 
     if args.export_dir:
-        version_dir = resolve_version_dir(args.export_dir)
+        try:
+            version_dir = exports.resolve_version(args.export_dir)
+        except exports.LoadError as e:
+            sys.exit(str(e))
         base, version = os.path.split(os.path.normpath(version_dir))
-        tflite_dir = os.path.join(base, "tflite", version)
         source = version_dir if autoencoder is None else f"{source}, export {version_dir}"
-    else:
-        from rae_keras import serving
+        tflite = serving.tflite_dir(base, int(version)) if version.isdigit() else None
+        return version_dir, tflite, source, None
+    tmp = tempfile.mkdtemp(prefix="bench_serving_")
+    start = time.perf_counter()
+    version_dir = serving.export_model(autoencoder, os.path.join(tmp, "bench"), config)
+    print(f"exported to {version_dir} in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return version_dir, serving.tflite_dir(os.path.join(tmp, "bench"), 1), source, tmp
 
-        tmp = tempfile.mkdtemp(prefix="bench_serving_")
-        start = time.perf_counter()
-        version_dir = serving.export_model(autoencoder, os.path.join(tmp, "bench"), config)
-        print(f"exported to {version_dir} in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr)
-        tflite_dir = serving.tflite_dir(os.path.join(tmp, "bench"), 1)
 
-    loaded = tf.saved_model.load(version_dir)
-    signature = loaded.signatures["serving_default"]
-    image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
+Rows = List[Tuple[str, Optional[Dict]]]  # (runtime, stats or None: not measured)
 
-    rows = []  # (name, stats or None)
-    if autoencoder is not None:
-        model = autoencoder.full_model()
-        rows.append(("Keras model.predict",
-                     bench(lambda x: lambda: model.predict(x, verbose=0, batch_size=len(x)),
-                           image_shape, args)))
-        rows.append(("Keras direct call",
-                     bench(lambda x: lambda: np.asarray(model(x, training=False)),
-                           image_shape, args)))
-    else:
-        rows += [("Keras model.predict", None), ("Keras direct call", None)]
+
+def keras_rows(autoencoder, image_shape, args) -> Rows:
+    """Keras `predict` and a direct call (n/a without a Keras model)."""
+    if autoencoder is None:
+        return [("Keras model.predict", None), ("Keras direct call", None)]
+    model = autoencoder.full_model()
+    return [("Keras model.predict",
+             bench(lambda x: lambda: model.predict(x, verbose=0, batch_size=len(x)),
+                   image_shape, args)),
+            ("Keras direct call",
+             bench(lambda x: lambda: np.asarray(model(x, training=False)), image_shape, args))]
+
+
+def saved_model_row(signature, image_shape, args) -> Rows:
+    import tensorflow as tf
 
     def saved_model_fn(x):
         t = tf.constant(x)
         return lambda: signature(images=t)["reconstruction"].numpy()
 
-    rows.append(("SavedModel serving_default", bench(saved_model_fn, image_shape, args)))
+    return [("SavedModel serving_default", bench(saved_model_fn, image_shape, args))]
 
-    for quantization in ("float32", "float16", "dynamic_int8"):
-        path = os.path.join(tflite_dir, f"{quantization}.tflite")
-        if not os.path.exists(path):
+
+def litert_rows(tflite_dir: Optional[str], image_shape, args) -> Rows:
+    """LiteRT's `serving_default` runner of each quantization (n/a where not exported)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from rae_keras.serving import TFLITE_QUANTIZATIONS
+
+    rows: Rows = []
+    for quantization in TFLITE_QUANTIZATIONS:
+        path = os.path.join(tflite_dir or "", f"{quantization}.tflite")
+        if not tflite_dir or not os.path.exists(path):
             rows.append((f"LiteRT {quantization}", None))
             continue
 
@@ -166,13 +175,18 @@ def main(argv=None) -> int:
             return lambda: runner(images=x)["reconstruction"]
 
         rows.append((f"LiteRT {quantization}", bench(litert_fn, image_shape, args)))
+    return rows
+
+
+def print_table(rows: Rows, source: str, args) -> None:
+    """The table, then LiteRT float32 against the SavedModel's <= 0.5x latency target."""
+    import tensorflow as tf
 
     print(f"\nModel: {source}; {os.cpu_count()} CPU cores, LiteRT threads {args.threads}, "
           f"TF {tf.__version__}; batch-1 over {args.iters} calls, "
           f"batch-{args.batch} over {args.batch_iters} calls\n")
-    header = ("| runtime | batch-1 median (ms) | batch-1 p95 (ms) | "
-              f"batch-{args.batch} throughput (images/s) |")
-    print(header)
+    print("| runtime | batch-1 median (ms) | batch-1 p95 (ms) | "
+          f"batch-{args.batch} throughput (images/s) |")
     print("|---|---:|---:|---:|")
     for name, stats in rows:
         if stats is None:
@@ -188,6 +202,21 @@ def main(argv=None) -> int:
         print(f"\nLiteRT float32 / SavedModel batch-1 median latency: {ratio:.2f}x "
               f"({verdict} the <= 0.5x target)")
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (missing: fail now)
+
+    config, autoencoder, source = load_model(args)
+    version_dir, tflite_dir, source, tmp = find_export(args, config, autoencoder, source)
+    loaded = tf.saved_model.load(version_dir)  # kept: the signature needs its variables
+    signature = loaded.signatures["serving_default"]
+    image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
+    rows = (keras_rows(autoencoder, image_shape, args)
+            + saved_model_row(signature, image_shape, args)
+            + litert_rows(tflite_dir, image_shape, args))
+    print_table(rows, source, args)
     if tmp and not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     elif tmp:
