@@ -44,7 +44,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from rae_keras import config as config_lib
 from rae_keras import data as data_lib
-from rae_keras import evaluation, figures, report
+from rae_keras import evaluation, figures, report, report_markdown
 from rae_keras import flags as flags_lib
 from rae_keras.evaluation import DEFAULT_BATCH_SIZE, EvaluateError
 from rae_keras.exports import LoadError
@@ -97,7 +97,7 @@ def main(argv) -> None:
         data_overrides=data_overrides_from_flags(),
         batch_size=FLAGS.batch_size if FLAGS["batch_size"].present else DEFAULT_BATCH_SIZE,
         num_figure_images=FLAGS.summary_images, progress=True, cache_dir=FLAGS.cache_dir)
-    print(report.markdown_table_from(numbers))
+    print(report_markdown.markdown_table_from(numbers))
     print(f"wrote {os.path.join(FLAGS.output_dir, 'report.md')}, metrics.json and "
           f"{len(numbers['figures'])} figures")
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from rae_keras import data as data_lib
 from rae_keras import evaluate as ev
-from rae_keras import evaluation, figures, metrics, report, serving
+from rae_keras import evaluation, figures, metrics, report, report_markdown, serving
 from rae_keras import exports as exports_lib
 from rae_keras import flags as flags_lib
 from rae_keras.exports import ListedExport, LoadError
@@ -319,7 +319,7 @@ def test_main_reads_only_the_flags_given(exports, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- report
 def _row(model, depth, **values):
-    return report.TableRow(model, depth, {m: (values.get(m, 0.5), None)
+    return report_markdown.TableRow(model, depth, {m: (values.get(m, 0.5), None)
                                           for m in metrics.METRIC_NAMES})
 
 
@@ -329,7 +329,7 @@ def test_best_values_are_marked_per_depth():
             _row("b", "full", mse=0.003, psnr=25.0, laplacian_variance_ratio=1.2,
                  high_frequency_energy_ratio=0.4),
             _row("a", "1", mse=0.009)]
-    table = report.markdown_table(rows).splitlines()
+    table = report_markdown.markdown_table(rows).splitlines()
     a, b, single = (line.split(" | ") for line in table[2:])
     columns = {m: i + 2 for i, m in enumerate(metrics.METRIC_NAMES)}
     assert a[columns["mse"]] == "**0.00200**" and b[columns["mse"]] == "0.00300"
@@ -341,12 +341,12 @@ def test_best_values_are_marked_per_depth():
 
 
 def test_format_and_best_with_infinities_and_spread():
-    assert report.format_value("psnr", math.inf) == "inf"
-    assert report.format_value("psnr", 24.131, 0.049) == "24.13 ± 0.05"
-    assert report.format_value("ssim", math.nan) == "nan"
-    assert report.format_value("detail_correlation", -0.0001) == "0.000"
-    assert report.best_rows("psnr", [30.0, math.inf, math.nan]) == [1]
-    assert report.best_rows("mse", [math.nan]) == []
+    assert report_markdown.format_value("psnr", math.inf) == "inf"
+    assert report_markdown.format_value("psnr", 24.131, 0.049) == "24.13 ± 0.05"
+    assert report_markdown.format_value("ssim", math.nan) == "nan"
+    assert report_markdown.format_value("detail_correlation", -0.0001) == "0.000"
+    assert report_markdown.best_rows("psnr", [30.0, math.inf, math.nan]) == [1]
+    assert report_markdown.best_rows("mse", [math.nan]) == []
     agg = report.aggregate_models([{"mse": 1.0}, {"mse": 3.0}])
     assert agg["mse"] == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "n": 2}
     images = report.summarize_images({"detail_correlation": np.array([0.5, np.nan, 1.0])})
