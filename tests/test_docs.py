@@ -45,3 +45,12 @@ def test_custom_layers_example_trains_every_stage(tmp_path):
     assert [stage for stage, _, _ in losses] == ["1", "2", "3"]
     assert all(float(last) < float(first) for _, first, last in losses), result.stdout
     assert "same reconstructions" in result.stdout
+
+
+def test_readme_layout_names_every_module():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        layout = f.read().split("## Development", 1)[1].split("```")[1]
+    named = set(re.findall(r"\b(\w+)\.py\b", layout))
+    modules = {name[:-3] for name in os.listdir(os.path.join(ROOT, "rae_keras"))
+               if name.endswith(".py")}
+    assert not modules - named, f"README's layout lacks {sorted(modules - named)}"
