@@ -1,9 +1,10 @@
 """Shared test helpers and the contract every registered scheme meets.
 
 Tiny smooth images and configurations (every check runs in seconds on a CPU), a
-`train` helper over a run directory, weight snapshots, a stand-in for a process killed
-after a checkpoint, and `check_scheme`. Plain asserts and no pytest, so the scripts
-that tests run in subprocesses import it too.
+`train` helper over a run directory, weight snapshots, stand-ins for a process killed
+after a checkpoint (an exception there, or a copy of its run directory as it was then),
+and `check_scheme` with the checks it is made of. Plain asserts and no pytest, so the
+scripts that tests run in subprocesses import it too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import tempfile
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -127,24 +129,42 @@ class Killed(Exception):
 
 
 @contextlib.contextmanager
-def kill_after_checkpoints(count: int) -> Iterator[List[str]]:
-    """Within the block, raises `Killed` right after the count-th checkpoint is written
-    (a complete one, as after a SIGKILL at that moment); yields the paths written."""
+def _after_checkpoint(count: int, then: Callable[[runs.RunDirectory, str], None]
+                      ) -> Iterator[List[str]]:
+    """Within the block, calls `then(run, path)` right after the count-th checkpoint is
+    written (a complete one); yields the paths written."""
     real = runs.RunDirectory.save_checkpoint
     written: List[str] = []
 
-    def save_then_maybe_die(self, *args, **kwargs):
+    def save_then(self, *args, **kwargs):
         path = real(self, *args, **kwargs)
         written.append(path)
         if len(written) == count:
-            raise Killed(path)
+            then(self, path)
         return path
 
-    runs.RunDirectory.save_checkpoint = save_then_maybe_die
+    runs.RunDirectory.save_checkpoint = save_then
     try:
         yield written
     finally:
         runs.RunDirectory.save_checkpoint = real
+
+
+def kill_after_checkpoints(count: int) -> ContextManager[List[str]]:
+    """Within the block, raises `Killed` right after the count-th checkpoint is written
+    (a complete one, as after a SIGKILL at that moment); yields the paths written."""
+    def die(run: runs.RunDirectory, path: str) -> None:
+        raise Killed(path)
+    return _after_checkpoint(count, die)
+
+
+def copy_after_checkpoint(count: int, into: str) -> ContextManager[List[str]]:
+    """Within the block, copies the run directory to `into` right after the count-th
+    checkpoint is written: what a process SIGKILLed at that moment leaves on disk (no
+    cleanup runs), while this run goes on uninterrupted. Yields the paths written."""
+    def copy(run: runs.RunDirectory, path: str) -> None:
+        shutil.copytree(run.path, into)
+    return _after_checkpoint(count, copy)
 
 
 # --------------------------------------------------------------------------- user models
@@ -234,25 +254,66 @@ def check_scheme(name: str, *, normalization: str = "batch", **train) -> None:
     - a run killed mid-phase and resumed (into a model with other initial weights)
       ends with the losses and weights of an uninterrupted one.
 
-    `train` overrides TrainConfig fields; each phase trains 2 epochs unless it says otherwise.
+    Two fits: one uninterrupted run in a run directory, watched phase by phase, whose
+    directory is copied as a kill mid-phase leaves it (`copy_after_checkpoint`); then
+    that copy resumed. `train` overrides TrainConfig fields; each phase trains 2 epochs
+    unless it says otherwise.
     """
     schemes.SCHEMES.lookup(name)
     options = {"scheme": name, "epochs": 2, "finetune_epochs": 2, "batch_size": 16,
                "learning_rate": 3e-3, **train}
     x, val = smooth_images(48), smooth_images(8, seed=1)
-    model = tiny_autoencoder(normalization=normalization, seed=0)
-    initial = layer_weights(model)
-    phases = schemes.phases_for(model, TrainConfig(**options))
-    watch = PhaseWeights(model)
-    history = training.fit(model, x, validation_data=val, callbacks=[watch], **options, **QUIET)
 
-    assert list(history) == [p.name for p in phases] == watch.names, (list(history), watch.names)
+    def fit(model: StagedAutoencoder, model_dir: str, callbacks=()) -> dict:
+        return training.fit(model, x, validation_data=val, model_dir=model_dir,
+                            callbacks=callbacks, **options, **QUIET)
+
+    model = tiny_autoencoder(normalization=normalization, seed=0)
+    phases = schemes.phases_for(model, TrainConfig(**options))
+    initial, watch = layer_weights(model), PhaseWeights(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir, killed = os.path.join(tmp, "run"), os.path.join(tmp, "killed")
+        kill_at = _mid_phase_checkpoint(phases)
+        with copy_after_checkpoint(kill_at, killed) as written:
+            history = fit(model, run_dir, [watch])
+        assert len(written) >= kill_at and os.path.isdir(killed), (written, kill_at)
+        check_history(name, phases, history, watch.names)
+        check_phase_weights(name, model, phases, initial, watch.before, watch.after)
+        shutil.rmtree(run_dir)
+        os.rename(killed, run_dir)  # the killed run, where it ran
+        resumed = tiny_autoencoder(normalization=normalization, seed=7)
+        check_resumed(name, history, layer_weights(model), fit(resumed, run_dir),
+                      layer_weights(resumed))
+
+
+def _mid_phase_checkpoint(phases: Sequence[schemes.Phase]) -> int:
+    """The number of the checkpoint (one per epoch) after the first epoch of the last
+    phase that trains 2 epochs or more: a kill there is a kill mid-phase."""
+    epochs = [p.epochs for p in phases]
+    mid = [i for i, e in enumerate(epochs) if e >= 2]
+    return sum(epochs[:mid[-1]]) + 1 if mid else 1
+
+
+def check_history(name: str, phases: Sequence[schemes.Phase], history: dict,
+                  announced: Sequence[str]) -> None:
+    """One history per phase, in order, as each phase announced itself; every training
+    and validation loss finite."""
+    assert list(history) == [p.name for p in phases] == list(announced), \
+        (name, list(history), list(announced))
     for phase, h in history.items():
-        assert len(h["loss"]) == len(h["val_loss"]) > 0, (phase, h)
-        assert all(math.isfinite(v) for v in h["loss"] + h["val_loss"]), (phase, h)
+        assert len(h["loss"]) == len(h["val_loss"]) > 0, (name, phase, h)
+        assert all(math.isfinite(v) for v in h["loss"] + h["val_loss"]), (name, phase, h)
+
+
+def check_phase_weights(name: str, model: StagedAutoencoder, phases: Sequence[schemes.Phase],
+                        initial: Weights, begins: Sequence[Weights],
+                        ends: Sequence[Weights]) -> None:
+    """Each phase (weights at its begin and end) changed every weight of exactly its
+    trainable layers, the others stayed bit-identical, nothing changed between phases
+    (from `initial` on), and `model` is left with nothing frozen."""
     leaves = model.stage_leaf_layers()
-    for phase, begin, end, previous_end in zip(phases, watch.before, watch.after,
-                                               [initial] + watch.after):
+    assert len(phases) == len(begins) == len(ends), (name, len(phases), len(begins), len(ends))
+    for phase, previous_end, begin, end in zip(phases, [initial, *ends], begins, ends):
         assert all(identical(previous_end[n], begin[n]) for n in begin), \
             f"{name}: weights changed before {phase.name} began"
         trains = {id(layer) for layer in (leaves if phase.trainable is None else phase.trainable)}
@@ -264,25 +325,15 @@ def check_scheme(name: str, *, normalization: str = "batch", **train) -> None:
                 assert identical(begin[layer.name], end[layer.name]), \
                     f"{name}: {phase.name} changed frozen {layer.name}"
     assert all(layer.trainable for layer in leaves), f"{name} left layers frozen"
-    assert all(block.trainable for block in model.encoders + model.decoders)
+    assert all(block.trainable for block in model.encoders + model.decoders), name
 
-    epochs = [p.epochs for p in phases]
-    mid = [i for i, e in enumerate(epochs) if e >= 2]  # kill inside the last such phase
-    kill_at = sum(epochs[:mid[-1]]) + 1 if mid else 1
-    with tempfile.TemporaryDirectory() as model_dir:
-        with kill_after_checkpoints(kill_at) as written:
-            try:
-                training.fit(tiny_autoencoder(normalization=normalization, seed=0), x,
-                             validation_data=val, model_dir=model_dir, **options, **QUIET)
-            except Killed:
-                pass
-        assert len(written) == kill_at, (written, kill_at)
-        resumed = tiny_autoencoder(normalization=normalization, seed=7)
-        resumed_history = training.fit(resumed, x, validation_data=val, model_dir=model_dir,
-                                       **options, **QUIET)
-    assert list(resumed_history) == list(history)
+
+def check_resumed(name: str, history: dict, weights: Weights, resumed_history: dict,
+                  resumed_weights: Weights) -> None:
+    """The resumed run ends with the uninterrupted run's phases, losses and weights."""
+    assert list(resumed_history) == list(history), (name, list(resumed_history), list(history))
     for phase, h in history.items():
         for key in ("loss", "val_loss"):
             np.testing.assert_allclose(resumed_history[phase][key], h[key], rtol=1e-6,
                                        err_msg=f"{name}: resumed {phase} {key}")
-    assert_weights_close(layer_weights(resumed), layer_weights(model))
+    assert_weights_close(resumed_weights, weights)

@@ -92,7 +92,12 @@ PHASES = {"recursive": (["stage_1", "stage_2"], 4),
           "recursive_interleaved": (["interleaved"], 2)}
 
 
-@pytest.mark.parametrize("scheme", rae_keras.SCHEMES)
+# Fast: the schemes written out above (stage freezing, fine-tuning, interleaved steps);
+# the rest, whose phases are those (stacked and joint: one end-to-end phase; the depth
+# schemes: recursive's stages, then one), in the full suite. check_scheme checks every
+# scheme's freezing on a ConvAutoencoder in both.
+@pytest.mark.parametrize("scheme", [s if s in PHASES else pytest.param(s, marks=pytest.mark.slow)
+                                    for s in rae_keras.SCHEMES])
 def test_every_scheme_trains_exactly_what_it_says(scheme):
     """Each phase trains exactly its layers, and every callback hook sees every phase."""
     model = build("residual")

@@ -206,19 +206,18 @@ def test_prefix_through_a_block_equals_predict(folder, tmp_path):
 
 @pytest.mark.parametrize("cache_frozen_prefix", [False, True])
 def test_streaming_resume_equals_uninterrupted(folder, tmp_path, cache_frozen_prefix):
-    """Killed after epoch 1 (its checkpoint) and resumed: the same weights, bit for bit."""
+    """Killed after epoch 1 (its checkpoint) and resumed: the same weights, bit for bit.
+    The kill: a copy of the uninterrupted run's directory as that checkpoint left it."""
     splits = data.stream_splits(_config(folder), str(tmp_path / "cache"))
     options = dict(scheme="recursive", epochs=2, batch_size=4, learning_rate=3e-3,
                    validation_data=splits.test.images, cache_frozen_prefix=cache_frozen_prefix,
                    **testing.QUIET)
     straight = testing.tiny_autoencoder(seed=0)
-    rae_keras.fit(straight, splits.train.images, model_dir=str(tmp_path / "a"), **options)
-
-    model_dir = str(tmp_path / "b")
-    with testing.kill_after_checkpoints(1):
-        with pytest.raises(testing.Killed):
-            rae_keras.fit(testing.tiny_autoencoder(seed=0), splits.train.images,
-                          model_dir=model_dir, **options)
+    model_dir, killed = str(tmp_path / "run"), str(tmp_path / "killed")
+    with testing.copy_after_checkpoint(1, killed):
+        rae_keras.fit(straight, splits.train.images, model_dir=model_dir, **options)
+    shutil.rmtree(model_dir)
+    os.rename(killed, model_dir)
     resumed = testing.tiny_autoencoder(seed=7)
     rae_keras.fit(resumed, splits.train.images, model_dir=model_dir, **options)
     want, got = testing.layer_weights(straight), testing.layer_weights(resumed)

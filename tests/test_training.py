@@ -48,9 +48,42 @@ def test_recursive_stage_gradient_reaches_only_its_pair():
     autoencoder.set_trainable(None)
 
 
-def test_finished_run_is_not_retrained(tmp_path):
-    config = testing.tiny_config(tmp_path / "run", filters=(4, 8))
-    run, _, state = testing.train(config)
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run (2 stages, 2 epochs each, constant learning rate) that several
+    tests read: (config, run, state, the decay_steps of each optimizer it made)."""
+    made = []
+    make_optimizer = distribute.make_optimizer
+
+    def recording(learning_rate, policy, decay_steps=None):
+        made.append(decay_steps)
+        return make_optimizer(learning_rate, policy, decay_steps)
+
+    config = testing.tiny_config(tmp_path_factory.mktemp("finished") / "run", epochs=2,
+                                 filters=(4, 8))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(distribute, "make_optimizer", recording)
+        run, _, state = testing.train(config)
+    return config, run, state, made
+
+
+def test_tensorboard_has_losses_per_stage_and_image_grids(finished):
+    _, run, _, _ = finished
+    steps = {}
+    for event_file in glob.glob(os.path.join(run.logs_dir, "**", "events.out.tfevents.*"),
+                                recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert {"loss/stage_1", "loss/stage_2", "val_loss/stage_2",
+            "reconstruction/stage_1", "depths/stage_2"} <= set(steps)
+    assert sorted(steps["loss/stage_2"]) == [3, 4]  # every epoch, counted over the run
+    # image grids once per stage, at its last epoch
+    assert steps["reconstruction/stage_1"] == [2] and steps["depths/stage_2"] == [4]
+
+
+def test_finished_run_is_not_retrained(finished):
+    config, run, state, _ = finished
     checkpoints = run.checkpoints()
     _, autoencoder, again = testing.train(config)
     assert again.finished and run.checkpoints() == checkpoints
@@ -68,23 +101,6 @@ def test_other_configuration_is_refused_unless_overwrite(tmp_path):
         assert run.latest_checkpoint() is None
 
 
-def test_tensorboard_has_losses_per_stage_and_image_grids(tmp_path):
-    config = testing.tiny_config(tmp_path / "run", filters=(4, 8))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
-    run, _, _ = testing.train(config)
-    steps = {}
-    for event_file in glob.glob(os.path.join(run.logs_dir, "**", "events.out.tfevents.*"),
-                                recursive=True):
-        for event in tf.compat.v1.train.summary_iterator(event_file):
-            for value in event.summary.value:
-                steps.setdefault(value.tag, []).append(event.step)
-    assert {"loss/stage_1", "loss/stage_2", "val_loss/stage_2",
-            "reconstruction/stage_1", "depths/stage_2"} <= set(steps)
-    assert sorted(steps["loss/stage_2"]) == [3, 4]  # every epoch, counted over the run
-    # image grids once per stage, at its last epoch
-    assert steps["reconstruction/stage_1"] == [2] and steps["depths/stage_2"] == [4]
-
-
 def test_cosine_schedule_decays_each_phase_to_zero(tmp_path):
     optimizer = distribute.make_optimizer(1e-3, None, decay_steps=10)
     rates = []
@@ -97,7 +113,7 @@ def test_cosine_schedule_decays_each_phase_to_zero(tmp_path):
     assert float(keras.ops.convert_to_numpy(constant.learning_rate)) == pytest.approx(1e-3)
 
 
-def test_cosine_schedule_spans_each_phase(tmp_path, monkeypatch):
+def test_cosine_schedule_spans_each_phase(tmp_path, monkeypatch, finished):
     splits = testing.tiny_splits()  # 48 training images, batch 16: 3 steps per epoch
     made = []
 
@@ -111,9 +127,7 @@ def test_cosine_schedule_spans_each_phase(tmp_path, monkeypatch):
                                       learning_rate_schedule="cosine"), splits)
     steps = math.ceil(len(splits.train.images) / 16)
     assert made == [2 * steps, 2 * steps]
-    made.clear()
-    testing.train(testing.tiny_config(tmp_path / "c", epochs=2, filters=(4, 8)), splits)
-    assert made == [None, None]
+    assert finished[3] == [None, None]  # the same run with a constant learning rate
 
 
 def test_saving_with_remembered_skipsets_writes_the_same_weights_file(tmp_path):
