@@ -21,7 +21,17 @@ def _sgd():
     return keras.optimizers.SGD(0.5)
 
 
-@pytest.mark.parametrize("scheme", schemes.SCHEMES)
+# Schemes whose phases other fast contract checks run as they are: recursive's stages
+# are the first phases of recursive_finetune, recursive_depths and recursive_depths_routed
+# (and test_training checks recursive itself, with shared BatchNormalization);
+# stacked's end-to-end phase is recursive_finetune's fine-tune. The full suite checks
+# them too; any other scheme, a new one included, is checked in the fast suite.
+COVERED_BY_OTHERS = {"recursive", "stacked"}
+
+
+@pytest.mark.parametrize("scheme", [
+    pytest.param(s, marks=pytest.mark.slow) if s in COVERED_BY_OTHERS else s
+    for s in schemes.SCHEMES])
 def test_every_registered_scheme_meets_the_contract(scheme):
     testing.check_scheme(scheme)
 

@@ -1,9 +1,9 @@
 """The serving export: signatures, numerics, plain-TF loading, bytes, TFLite, atomicity.
 
-One export per model for the whole module (module-scoped fixtures). The failure tests
-start from a copy of the gray export where they need a version 1 already there, and
-fake the TFLite conversions that succeed before the injected failure (the real
-conversion is tested on the module's exports).
+One export per model for the whole module (module-scoped fixtures; gray's TFLite files
+in the full suite only). The failure tests start from a copy of the gray export where
+they need a version 1 already there, and fake the TFLite conversions that succeed
+before the injected failure (the real conversion is tested on the module's exports).
 """
 
 import base64
@@ -81,7 +81,14 @@ class Export:
 
 @pytest.fixture(scope="module")
 def gray(tmp_path_factory):
-    return Export(GRAY, tmp_path_factory.mktemp("gray") / "exported" / "gray")
+    """Without TFLite: rgb's LiteRT files are checked in the fast suite (each conversion
+    costs seconds), gray_tflite's in the full one."""
+    return Export(GRAY, tmp_path_factory.mktemp("gray") / "exported" / "gray", tflite=False)
+
+
+@pytest.fixture(scope="module")
+def gray_tflite(tmp_path_factory):
+    return Export(GRAY, tmp_path_factory.mktemp("gray_tflite") / "exported" / "gray")
 
 
 @pytest.fixture(scope="module")
@@ -315,8 +322,10 @@ def _interpreter(path):
     return Interpreter(model_path=path)
 
 
+@pytest.mark.parametrize("which", ["rgb", pytest.param("gray_tflite", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("quantization", serving.TFLITE_QUANTIZATIONS)
-def test_tflite_matches_saved_model(export, quantization):
+def test_tflite_matches_saved_model(request, which, quantization):
+    export = request.getfixturevalue(which)
     path = os.path.join(serving.tflite_dir(export.base, 1), f"{quantization}.tflite")
     interpreter = _interpreter(path)
     signatures = interpreter.get_signature_list()
@@ -357,8 +366,8 @@ def _leftovers(root):
 
 
 def _copy_of(export, base):
-    """A copy of a module export's base (version 1 and tflite/1) at `base`: a version
-    1 already there, without exporting it again."""
+    """A copy of a module export's base (its version 1) at `base`: a version 1 already
+    there, without exporting it again."""
     shutil.copytree(export.base, base)
     return str(base)
 
