@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The equal-wall-clock search (README "Beyond the paper"): every candidate is
-# configs/lfw64.cfg plus its flags, trained for each seed into runs/search/NAME_sS,
-# exported (SavedModel only) to exported/search/NAME_sS, then all evaluated together
-# into docs/lfw64_search with their training seconds.
-#   tools/search_lfw64.sh /path/to/lfw-deepfunneled ["0 1 2"] [NAME ...]
-# Without names, every candidate below is trained (about 3 minutes per run on 2 cores).
+# The equal-wall-clock searches (docs/results.md): every candidate is $CONFIG
+# (default configs/lfw64.cfg) plus its flags and $EXTRA_FLAGS, trained for each seed into
+# runs/search/NAME_sS, exported (SavedModel only) to exported/search/NAME_sS, then all
+# evaluated together into $OUTPUT (default docs/lfw64_search) with their training seconds.
+#   tools/search.sh /path/to/lfw-deepfunneled ["0 1 2"] [NAME ...]
+#   CONFIG=configs/seed_lfw128.cfg OUTPUT=docs/lfw128_depths \
+#     EXTRA_FLAGS="--max_images=3072 --cache_frozen_prefix --steps_per_execution=8" \
+#     tools/search.sh /path/to/lfw-deepfunneled "0 1 2" stacked20 stacked20k4 rec10k4 rr10f4k4
+# Without names, every candidate below is trained (about 3 minutes per run on 2 cores at 64x64).
 set -euo pipefail
-data_dir=${1:?usage: tools/search_lfw64.sh LFW_DIR [SEEDS] [NAME ...]}
+data_dir=${1:?usage: tools/search.sh LFW_DIR [SEEDS] [NAME ...]}
+config=${CONFIG:-configs/lfw64.cfg}
+output=${OUTPUT:-docs/lfw64_search}
 seeds=${2:-"0 1 2"}
 shift $(( $# >= 2 ? 2 : $# ))
 
-candidates=(  # NAME FLAGS (on top of configs/lfw64.cfg)
+candidates=(  # NAME FLAGS (on top of $CONFIG)
   "stacked20     --scheme=stacked --epochs=20"
   "stacked20cos  --scheme=stacked --epochs=20 --learning_rate_schedule=cosine"
   "stacked22     --scheme=stacked --epochs=22"
@@ -30,6 +35,12 @@ candidates=(  # NAME FLAGS (on top of configs/lfw64.cfg)
   "rd6f4         --scheme=recursive_depths --epochs=6 --finetune_epochs=4"
   "rd8f3w10      --scheme=recursive_depths --epochs=8 --finetune_epochs=3 --level_weights=0.1,0.1,0.1,0.1,0.1,1"
   "rr10f4        --scheme=recursive_depths_routed --epochs=10 --finetune_epochs=4"
+  "rr10f5        --scheme=recursive_depths_routed --epochs=10 --finetune_epochs=5"
+  # At 128x128 (CONFIG=configs/seed_lfw128.cfg, decoder kernels 5/3): the same settings
+  # with decoder kernels 4, and stacked with either decoder.
+  "stacked20k4   --scheme=stacked --epochs=20 --decoder_kernel_sizes=4"
+  "rec10k4       --scheme=recursive --epochs=10 --decoder_kernel_sizes=4"
+  "rr10f4k4      --scheme=recursive_depths_routed --epochs=10 --finetune_epochs=4 --decoder_kernel_sizes=4"
 )
 
 cd "$(dirname "$0")/.."
@@ -41,7 +52,7 @@ for line in "${candidates[@]}"; do
   for seed in $seeds; do
     run="${name}_s${seed}"
     # shellcheck disable=SC2086
-    python -m rae_keras.train --flagfile=configs/lfw64.cfg --data_dir="$data_dir" \
+    python -m rae_keras.train --flagfile="$config" --data_dir="$data_dir" \
       --name="$run" --model_dir="runs/search/$run" --export_dir="exported/search/$run" \
       --notflite --seed="$seed" $flags ${EXTRA_FLAGS:-}
     members+=("exported/search/$run")
@@ -49,6 +60,6 @@ for line in "${candidates[@]}"; do
   entries+=("$name=$(IFS=+; echo "${members[*]}")")
 done
 [ ${#entries[@]} -gt 0 ] || { echo "no candidate named: $*" >&2; exit 2; }
-python -m rae_keras.evaluate --data_dir="$data_dir" --output_dir=docs/lfw64_search \
+python -m rae_keras.evaluate --data_dir="$data_dir" --output_dir="$output" \
   --models="$(IFS=,; echo "${entries[*]}")"
 python tools/training_times.py runs/search/*
