@@ -7,7 +7,7 @@ gets resume, summaries, distribution and export for free.
 
 Adding a scheme is one function decorated with `@register_scheme("name")`: config
 validation, the `--scheme` flag, `fit` and the tests' scheme contract
-(`rae_keras.testing.check_scheme`) all read `SCHEMES`.
+(`rae_keras.contracts.check_scheme`) all read `SCHEMES`.
 """
 
 from __future__ import annotations

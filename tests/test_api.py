@@ -2,7 +2,7 @@
 
 No imports from other test modules (helpers come from `rae_keras.testing`): these are
 the calls a notebook makes, on the three kinds of model a user brings. What every
-scheme does to a ConvAutoencoder (freezing, resume) is `testing.check_scheme`'s job, in
+scheme does to a ConvAutoencoder (freezing, resume) is `contracts.check_scheme`'s job, in
 test_schemes.py; here the same schemes run on the models users write themselves.
 """
 
@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import rae_keras
-from rae_keras import runs, schemes, testing
+from rae_keras import contracts, runs, schemes, testing
 from rae_keras.config import ConfigError, TrainConfig
 from rae_keras.inputs import InputError
 
@@ -57,8 +57,8 @@ def flat_weights(model):
 identical, all_changed = testing.identical, testing.all_changed
 
 
-class Callbacks(testing.PhaseWeights):
-    """Weights when each phase begins and ends (see testing.PhaseWeights), plus every
+class Callbacks(contracts.PhaseWeights):
+    """Weights when each phase begins and ends (see contracts.PhaseWeights), plus every
     Keras callback hook each phase calls and the (name, index) each phase announces."""
 
     def __init__(self, autoencoder):

@@ -1,4 +1,4 @@
-"""Schemes: every registered one meets the contract (`rae_keras.testing.check_scheme`),
+"""Schemes: every registered one meets the contract (`rae_keras.contracts.check_scheme`),
 the registry is the one list of names, and each scheme's own maths by hand."""
 
 import os
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from rae_keras import flags as flags_lib
-from rae_keras import objectives, schemes, testing
+from rae_keras import contracts, objectives, schemes, testing
 from rae_keras.config import ConfigError, TrainConfig
 from rae_keras.objectives import InterleavedTrainer, ReconstructionTrainer
 
@@ -33,14 +33,14 @@ COVERED_BY_OTHERS = {"recursive", "stacked"}
     pytest.param(s, marks=pytest.mark.slow) if s in COVERED_BY_OTHERS else s
     for s in schemes.SCHEMES])
 def test_every_registered_scheme_meets_the_contract(scheme):
-    testing.check_scheme(scheme)
+    contracts.check_scheme(scheme)
 
 
 @pytest.mark.parametrize("scheme", schemes.SCHEMES)
 def test_every_phase_trainer_implements_the_trainer_contract(scheme):
     autoencoder = testing.tiny_autoencoder()
     for phase in schemes.phases_for(autoencoder, TrainConfig(scheme=scheme)):
-        testing.check_trainer(phase.build_trainer(_sgd), testing.smooth_images(4))
+        contracts.check_trainer(phase.build_trainer(_sgd), testing.smooth_images(4))
 
 
 def test_the_contract_catches_a_trainer_that_ignores_freezing():
@@ -56,7 +56,7 @@ def test_the_contract_catches_a_trainer_that_ignores_freezing():
 
     try:
         with pytest.raises(AssertionError, match="changed frozen e1"):
-            testing.check_scheme("leaky", normalization="none")
+            contracts.check_scheme("leaky", normalization="none")
     finally:
         schemes.SCHEMES.unregister("leaky")
 

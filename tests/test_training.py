@@ -1,6 +1,6 @@
 """Training: the recursive stage objective by hand, shared BatchNormalization and the
 cosine schedule under the scheme contract, run directories, TensorBoard. Every scheme's freezing and resume contract is checked in
-test_schemes.py (`rae_keras.testing.check_scheme`)."""
+test_schemes.py (`rae_keras.contracts.check_scheme`)."""
 
 import dataclasses
 import glob
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rae_keras import distribute, objectives, runs, testing
+from rae_keras import contracts, distribute, objectives, runs, testing
 from rae_keras.objectives import ReconstructionTrainer
 
 
 def test_recursive_contract_holds_with_shared_batch_norm_and_cosine_schedule():
     """One BatchNormalization shared by e_k and d_(k+1) belongs to stage k and is frozen
     after it; a resumed phase continues the cosine (the restored optimizer's step count)."""
-    testing.check_scheme("recursive", normalization="shared_batch",
+    contracts.check_scheme("recursive", normalization="shared_batch",
                          learning_rate_schedule="cosine")
 
 
