@@ -2,7 +2,7 @@
 """Training throughput: plain Keras vs rae_keras stacked vs the recursive schedule vs input.
 
     python tools/benchmark.py                                   # synthetic images
-    python tools/benchmark.py --data_dir=/work/shared/data/lfw-deepfunneled-dev --max_images=4096
+    python tools/benchmark.py --data_dir=/path/to/lfw-deepfunneled --max_images=4096
     python tools/benchmark.py --data_dir=... --cache_frozen_prefix --steps_per_execution=8
 
 The command line and the row registry; the rows are in tools/benchmarks/, one module
