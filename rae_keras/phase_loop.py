@@ -89,6 +89,16 @@ def run_phases(model: StagedAutoencoder, config: TrainConfig, train_x, val_x,
     return state
 
 
+def batching(batch_size: int, replicas: int, num_samples: int):
+    """(global batch, drop_remainder, steps per epoch) of `batch_size` per replica.
+    Several replicas get equal whole batches: a partial batch could leave one empty."""
+    global_batch = batch_size * replicas
+    drop_remainder = replicas > 1
+    steps = (num_samples // global_batch if drop_remainder
+             else math.ceil(num_samples / global_batch))
+    return global_batch, drop_remainder, steps
+
+
 class _PhaseRunner:
     """What every phase of one run shares (batches, summaries, the prefix cache), and
     one phase's work: freeze, build a fresh trainer, restore its optimizer when
@@ -100,12 +110,8 @@ class _PhaseRunner:
         self.strategy, self.callbacks, self.log, self.verbose = strategy, callbacks, log, verbose
         self.custom_loop = custom_loop if custom_loop is not None else \
             distribute.is_multi_worker(strategy)
-        replicas = strategy.num_replicas_in_sync
-        self.global_batch = config.batch_size * replicas
-        # Several replicas get equal whole batches: a partial batch could leave one empty.
-        self.drop_remainder = replicas > 1
-        self.steps_per_epoch = (len(train_x) // self.global_batch if self.drop_remainder
-                                else math.ceil(len(train_x) / self.global_batch))
+        self.global_batch, self.drop_remainder, self.steps_per_epoch = batching(
+            config.batch_size, strategy.num_replicas_in_sync, len(train_x))
         self.workers = _input_workers(strategy, train_x) if self.custom_loop else 1
         if self.workers > 1:  # each worker reads its own shards
             self.steps_per_epoch = train_x.worker_steps(self.global_batch, self.workers)

@@ -4,7 +4,6 @@ the environment lines of the report."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import platform
 from typing import List
@@ -35,10 +34,10 @@ class Batching:
 
     @classmethod
     def of(cls, strategy, batch_size: int, n_train: int) -> "Batching":
+        from rae_keras import phase_loop  # deferred like TensorFlow: thread pools come first
+
         replicas = int(strategy.num_replicas_in_sync)
-        global_batch = batch_size * replicas
-        drop = replicas > 1
-        steps = n_train // global_batch if drop else math.ceil(n_train / global_batch)
+        global_batch, drop, steps = phase_loop.batching(batch_size, replicas, n_train)
         return cls(strategy, replicas, global_batch, drop, steps,
                    steps * global_batch if drop else n_train)
 
