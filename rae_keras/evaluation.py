@@ -23,9 +23,7 @@ from rae_keras import exports as exports_lib
 from rae_keras import metrics as metrics_lib
 from rae_keras import serving
 from rae_keras.exports import ListedExport
-# Evaluation's API since before eval_sets held them (tests and tools use them from here).
-from rae_keras.eval_sets import (  # noqa: F401
-    EvalSet, EvaluateError, build_eval_sets, data_config_for, figure_images)
+from rae_keras.eval_sets import EvalSet, EvaluateError, build_eval_sets, figure_images
 
 FORMAT = "rae_keras.evaluate/1"
 FULL = "full"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from rae_keras import data as data_lib
 from rae_keras import evaluate as ev
-from rae_keras import evaluation, figures, metrics, report, report_markdown, serving
+from rae_keras import eval_sets, evaluation, figures, metrics, report, report_markdown, serving
 from rae_keras import exports as exports_lib
 from rae_keras import flags as flags_lib
 from rae_keras.exports import ListedExport, LoadError
@@ -239,17 +239,17 @@ def test_a_stored_data_dir_is_used_only_where_it_exists(tmp_path):
     """An export's data_dir is the training machine's: provenance, not a path to trust."""
     elsewhere = _folder_export("/the/training/machine/lfw")
     with pytest.raises(evaluation.EvaluateError, match="not on this machine; pass --data_dir"):
-        evaluation.data_config_for(elsewhere, {})
-    given = evaluation.data_config_for(elsewhere, {"data_dir": str(tmp_path)})
+        eval_sets.data_config_for(elsewhere, {})
+    given = eval_sets.data_config_for(elsewhere, {"data_dir": str(tmp_path)})
     assert given.data_dir == str(tmp_path)
-    assert evaluation.data_config_for(_folder_export(str(tmp_path)), {}).data_dir == str(tmp_path)
+    assert eval_sets.data_config_for(_folder_export(str(tmp_path)), {}).data_dir == str(tmp_path)
 
 
 def test_a_model_trained_on_python_arrays_needs_its_data_named():
     from_python = _folder_export(None, dataset="arrays")
     with pytest.raises(evaluation.EvaluateError, match="trained on arrays.*--dataset"):
-        evaluation.data_config_for(from_python, {})
-    assert evaluation.data_config_for(from_python, {"dataset": "lfw_subset"}).dataset == \
+        eval_sets.data_config_for(from_python, {})
+    assert eval_sets.data_config_for(from_python, {"dataset": "lfw_subset"}).dataset == \
         "lfw_subset"
 
 

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from rae_keras import data as data_lib
-from rae_keras import evaluation, exports, report
+from rae_keras import eval_sets, evaluation, exports, report
 
 
 def sse_per_image(loaded, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -38,7 +38,7 @@ def main(argv=None) -> None:
 
     rows, splits = {}, {}
     for export in exports.list_exports(args.models.split(",")):
-        config = evaluation.data_config_for(export, overrides)
+        config = eval_sets.data_config_for(export, overrides)
         if config not in splits:
             splits[config] = data_lib.load_splits(config)
         loaded = evaluation.load_saved_model(export)
